@@ -1,0 +1,107 @@
+"""`kubenas` command line: search (local mode), validate, export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from kubenas import spec as specs
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubenas", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="run a NeuralArchitectureSearch manifest on this machine")
+    search.add_argument("manifest", type=Path, help="YAML file holding one NeuralArchitectureSearch")
+    search.add_argument("--runs-dir", type=Path, default=Path("runs"), help="results go to RUNS_DIR/<name>/ (default: runs)")
+    mode = search.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the search recorded in the run directory")
+    mode.add_argument("--restart", action="store_true", help="discard the recorded search and start over")
+    search.add_argument("--parallelism", type=int, help="children at once (default: spec.parallelism, capped by the cores)")
+    search.add_argument("--max-trials", type=int, help="override spec.maxTrials")
+    search.add_argument("--no-live", action="store_true", help="one log line per child instead of a live panel")
+
+    validate = commands.add_parser("validate", help="check a manifest and print it with every default filled in")
+    validate.add_argument("manifest", type=Path)
+
+    export = commands.add_parser("export", help="write a standalone PyTorch module file for an architecture")
+    export.add_argument("architecture", type=Path, help="architecture JSON, or a best.json / trials.jsonl record holding one")
+    export.add_argument("-o", "--output", type=Path, required=True, help="the .py file to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "search":
+            return _search(args)
+        if args.command == "validate":
+            manifest = specs.load_manifest(args.manifest)
+            print(yaml.safe_dump(manifest.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False), end="")
+            return EXIT_OK
+        if args.command == "export":
+            from kubenas.export import export_model
+
+            export_model(source=args.architecture, output=args.output)
+            print(f"wrote {args.output}")
+            return EXIT_OK
+    except specs.SpecError as error:
+        print(f"kubenas: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+def _search(args: argparse.Namespace) -> int:
+    from kubenas.local import RunExists, run_search
+    from kubenas.progress import Progress
+
+    raw = yaml.safe_load(args.manifest.read_text()) if args.manifest.exists() else None
+    manifest = specs.load_manifest(args.manifest)
+    if args.max_trials is not None:
+        raw["spec"]["maxTrials"] = args.max_trials
+        manifest = specs.parse_manifest(raw, source=str(args.manifest))
+    name = manifest.metadata.name
+    progress = Progress(name=name, live=False if args.no_live else None)
+    try:
+        result = asyncio.run(
+            run_search(
+                manifest, raw, runs_dir=args.runs_dir, resume=args.resume, restart=args.restart,
+                parallelism=args.parallelism, progress=progress,
+            )
+        )
+    except RunExists as error:
+        print(f"kubenas: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as error:  # a checkpoint that does not fit the manifest
+        print(f"kubenas: cannot resume {name}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    search, run = result.search, result.run
+    counters = search.counters
+    print(
+        f"[{name}] {result.phase}: {counters.succeeded} succeeded, {counters.failed} failed, "
+        f"{len(search.in_flight)} unfinished; policy version {search.controller.version}"
+    )
+    if search.best is not None:
+        best = search.best
+        accuracy = "" if best.validation_accuracy is None else f", validation accuracy {best.validation_accuracy:.4f}"
+        print(f"[{name}] best: child {best.index}, reward {best.reward:.4f}{accuracy} -> {run.best_file}")
+    print(f"[{name}] records: {run.path}/ (trials.jsonl, best.json, reward.png)")
+    if result.phase == "Interrupted":
+        print(f"[{name}] interrupted: continue with `kubenas search {args.manifest} --resume`")
+        return EXIT_INTERRUPTED
+    if result.phase == "Failed":
+        print(f"[{name}] failed: {result.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

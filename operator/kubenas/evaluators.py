@@ -1,0 +1,182 @@
+"""How the local runner evaluates a child: the pod template's command as a subprocess,
+or a lookup in a NAS-Bench-201 table.
+
+Both return the trainer's result document (see trainer-image/README.md); a child that
+produced none gets `failure(reason, message)` with a named reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import ctypes
+import json
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubenas import spec as specs
+from kubenas.search import Ticket, failure
+
+RESULT_FILE = "result.json"
+LOG_FILE = "log.txt"
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\$")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion in command and args; `$$` escapes a `$`;
+    an undefined `$(VAR)` stays as written, as the kubelet leaves it."""
+    return _VAR_REF.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
+
+
+def _die_with_parent() -> None:
+    """Children die with the runner (Linux), so a killed runner leaves no orphan training."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class SubprocessEvaluator:
+    """Runs the first container of the pod template as a local process (image ignored):
+    its `command` + `args` after `$(VAR)` expansion, its `env`, plus KUBENAS_ARCHITECTURE,
+    KUBENAS_TRIAL_INDEX and KUBENAS_RESULT_FILE. `python`/`python3` as the command mean
+    this interpreter, so the child sees the same installed packages."""
+
+    trial: specs.Trial
+    trials_dir: Path
+    threads_per_child: int
+
+    def child_dir(self, index: int) -> Path:
+        return self.trials_dir / f"{index:06d}"
+
+    def finished_result(self, index: int) -> dict | None:
+        """A successful result a previous run's child left behind (runner killed after
+        the child finished, before it was recorded): reused rather than trained again."""
+        try:
+            result = json.loads((self.child_dir(index) / RESULT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return result if isinstance(result, dict) and result.get("status") == "Succeeded" else None
+
+    def command(self, ticket: Ticket, result_file: Path) -> tuple[list[str], dict[str, str]]:
+        container = self.trial.template.spec.containers[0]
+        env = {
+            "KUBENAS_ARCHITECTURE": json.dumps(ticket.architecture, separators=(",", ":")),
+            "KUBENAS_TRIAL_INDEX": str(ticket.index),
+            "KUBENAS_RESULT_FILE": str(result_file),
+        }
+        for variable in container.env:
+            env[variable.name] = expand(variable.value, env)
+        argv = [expand(part, env) for part in (*container.command, *container.args)]
+        if not argv:
+            argv = [sys.executable, "-m", "kubenas_trainer"]  # the image's entrypoint, locally
+        elif argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        process_env = {**os.environ, "OMP_NUM_THREADS": str(self.threads_per_child), "PYTHONUNBUFFERED": "1", **env}
+        return argv, process_env
+
+    async def __call__(self, ticket: Ticket) -> dict:
+        directory = self.child_dir(ticket.index)
+        directory.mkdir(parents=True, exist_ok=True)
+        result_file = directory / RESULT_FILE
+        result_file.unlink(missing_ok=True)
+        argv, env = self.command(ticket, result_file)
+        with open(directory / LOG_FILE, "wb") as log:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv, stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                    env=env, cwd=os.getcwd(), preexec_fn=_die_with_parent,
+                    start_new_session=True,  # Ctrl-C reaches the runner alone; it stops children itself
+                )
+            except OSError as error:
+                return failure("StartError", f"cannot run {argv[0]!r}: {error.strerror}")
+            try:
+                code = await asyncio.wait_for(process.wait(), timeout=self.trial.active_deadline_seconds)
+            except asyncio.TimeoutError:
+                await _stop(process)
+                return failure("DeadlineExceeded", f"ran longer than activeDeadlineSeconds={self.trial.active_deadline_seconds}")
+            except asyncio.CancelledError:
+                await _stop(process)  # the runner is stopping: the child stays in flight
+                raise
+        return read_result(result_file, exit_code=code)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=5)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def read_result(path: Path, *, exit_code: int) -> dict:
+    """The child's result document, judged with its exit code as Kubernetes would."""
+    try:
+        text = path.read_text()
+    except OSError:
+        text = None
+    result = None
+    if text is not None:
+        try:
+            result = json.loads(text)
+        except ValueError:
+            result = None
+    if exit_code < 0:
+        name = signal.Signals(-exit_code).name if -exit_code in signal.Signals._value2member_map_ else str(-exit_code)
+        hint = " (out of memory?)" if -exit_code == signal.SIGKILL else ""
+        return failure("Killed", f"killed by signal {name}{hint}")
+    if exit_code != 0:
+        if isinstance(result, dict) and result.get("status") == "Failed":
+            return result
+        return failure("Error", f"exit code {exit_code}")
+    if text is None:
+        return failure("MissingResult", f"the child exited 0 but wrote no {path.name}")
+    if not isinstance(result, dict) or result.get("status") != "Succeeded":
+        return failure("MalformedResult", f"{path.name} is not a successful TrialResult")
+    return result
+
+
+class TabularEvaluator:
+    """Scores NB201 cells from a CSV (a `cellstr` column and the metric in percent), in
+    process: a result document with one 'epoch' whose accuracy is the table's."""
+
+    def __init__(self, tabular: specs.Tabular) -> None:
+        path = Path(tabular.path)
+        try:
+            with path.open(newline="") as handle:
+                rows = csv.DictReader(handle)
+                if rows.fieldnames is None or "cellstr" not in rows.fieldnames or tabular.metric not in rows.fieldnames:
+                    raise specs.SpecError(
+                        f"spec.trial.tabular: {path} needs columns 'cellstr' and {tabular.metric!r}; "
+                        f"it has {rows.fieldnames}"
+                    )
+                self.table = {row["cellstr"]: float(row[tabular.metric]) / 100.0 for row in rows}
+        except OSError as error:
+            raise specs.SpecError(
+                f"spec.trial.tabular.path: cannot read {path} ({error.strerror}); relative paths start "
+                f"from the working directory {Path.cwd()}"
+            ) from None
+        self.metric = tabular.metric
+
+    def finished_result(self, index: int) -> None:
+        return None
+
+    async def __call__(self, ticket: Ticket) -> dict:
+        cell = ticket.architecture["cell"]
+        if cell not in self.table:
+            return failure("NotInTable", f"cell {cell} is not in the table")
+        return {
+            "apiVersion": specs.API_VERSION,
+            "kind": "TrialResult",
+            "status": "Succeeded",
+            "validationAccuracy": [self.table[cell]],
+            "bestValidationAccuracy": self.table[cell],
+            "dataset": f"table:{self.metric}",
+        }

@@ -1,0 +1,171 @@
+"""Local mode: run a NeuralArchitectureSearch manifest on this machine, no cluster.
+
+A thin driver of the engine: keep up to `parallelism` children in flight (each the pod
+template's command as a subprocess, or a table lookup), tell the engine each result,
+and record everything under `runs/<name>/` so that `--resume` continues after Ctrl-C
+or a kill without losing or repeating a child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubenas import spec as specs
+from kubenas.evaluators import SubprocessEvaluator, TabularEvaluator
+from kubenas.plot import plot_rewards
+from kubenas.progress import Progress
+from kubenas.runs import RunDirectory
+from kubenas.search import Search, Ticket
+
+PLOT_EVERY_SECONDS = 30.0
+
+
+class RunExists(Exception):
+    """The run directory already holds a search and neither resume nor restart was asked."""
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    phase: str  # Succeeded, Failed or Interrupted
+    reason: str | None
+    search: Search
+    run: RunDirectory
+
+
+def effective_parallelism(spec: specs.SearchSpec, *, override: int | None, cores: int | None = None) -> int:
+    """Subprocess children are capped by the cores (each gets cores // parallelism threads)."""
+    wanted = override or spec.parallelism
+    if spec.trial.kind == "Tabular":
+        return wanted
+    return max(1, min(wanted, cores or os.cpu_count() or 1))
+
+
+def open_search(
+    manifest: specs.NeuralArchitectureSearch, raw: dict, *, run: RunDirectory, resume: bool, restart: bool
+) -> Search:
+    if run.exists() and not (resume or restart):
+        raise RunExists(
+            f"{run.path} already holds search {manifest.metadata.name!r}: pass --resume to continue it "
+            "or --restart to start over"
+        )
+    if resume and run.exists():
+        search = Search.restore(manifest.spec, run.checkpoint.read_bytes())
+        search.max_trials = manifest.spec.max_trials  # raising maxTrials continues a search
+        run.repair_torn_tail()
+        return search
+    run.create(raw)
+    search = Search(manifest.spec)
+    run.save(search)
+    return search
+
+
+async def run_search(
+    manifest: specs.NeuralArchitectureSearch,
+    raw: dict,
+    *,
+    runs_dir: Path,
+    resume: bool = False,
+    restart: bool = False,
+    parallelism: int | None = None,
+    progress: Progress | None = None,
+) -> LocalResult:
+    spec = manifest.spec
+    name = manifest.metadata.name
+    run = RunDirectory(runs_dir / name)
+    search = open_search(manifest, raw, run=run, resume=resume, restart=restart)
+    width = effective_parallelism(spec, override=parallelism)
+    if spec.trial.kind == "Tabular":
+        evaluate = TabularEvaluator(spec.trial.tabular)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // width)
+        evaluate = SubprocessEvaluator(trial=spec.trial, trials_dir=run.trials_dir, threads_per_child=threads)
+    progress = progress or Progress(name=name, live=False)
+    recorded = run.recorded()
+    # Children recorded before a crash but not yet in the checkpoint: tell them now.
+    for index in sorted(set(search.in_flight) & set(recorded)):
+        search.tell(index, recorded[index]["result"])
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    running: dict[asyncio.Task, tuple[Ticket, float]] = {}
+    last_plot = time.monotonic()
+    phase, reason = "Succeeded", None
+
+    def record(ticket: Ticket, result: dict, seconds: float | None) -> None:
+        outcome = search.tell(ticket.index, result)
+        if outcome is None:
+            return
+        told = search.counters.succeeded + search.counters.failed
+        entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told)
+        recorded[ticket.index] = entry
+        progress.finished(entry, search, running=len(running))
+
+    def launch(ticket: Ticket) -> None:
+        if ticket.index in recorded:  # finished before a crash, asked again on resume
+            record(ticket, recorded[ticket.index]["result"], None)
+        elif (leftover := evaluate.finished_result(ticket.index)) is not None:
+            record(ticket, leftover, None)
+        else:
+            running[asyncio.ensure_future(evaluate(ticket))] = (ticket, time.monotonic())
+
+    try:
+        with progress:
+            # Children in flight at the last checkpoint (killed with the runner) run again.
+            for ticket in sorted(search.in_flight.values(), key=lambda t: t.index):
+                launch(ticket)
+            stop_waiter = asyncio.ensure_future(stop.wait())
+            while True:
+                too_many_failures = spec.max_failed_trials is not None and search.counters.failed > spec.max_failed_trials
+                if too_many_failures and phase != "Failed":
+                    phase, reason = "Failed", "MaxFailedTrialsReached"
+                    progress.log(
+                        f"[{name}] {search.counters.failed} children failed, more than maxFailedTrials="
+                        f"{spec.max_failed_trials}: no new children; waiting for the {len(running)} running"
+                    )
+                while phase != "Failed" and not stop.is_set() and len(running) < width:
+                    ticket = search.ask()
+                    if ticket is None:
+                        break
+                    launch(ticket)
+                run.save(search)
+                if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
+                    _write_summaries(run, search, name)
+                    last_plot = time.monotonic()
+                if stop.is_set():
+                    phase, reason = "Interrupted", "Interrupted"
+                    break
+                if not running:
+                    if search.exhausted or phase == "Failed":
+                        break
+                    continue  # every child asked so far was already recorded (resume)
+                progress.refresh(search, running=len(running))
+                done, _ = await asyncio.wait([*running, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done - {stop_waiter}, key=lambda t: running[t][0].index):
+                    ticket, started = running.pop(task)
+                    record(ticket, task.result(), time.monotonic() - started)
+            stop_waiter.cancel()
+            if running:  # interrupted: stop children; they stay in flight for --resume
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                running.clear()
+            run.save(search)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    _write_summaries(run, search, name)
+    return LocalResult(phase=phase, reason=reason, search=search, run=run)
+
+
+def _write_summaries(run: RunDirectory, search: Search, name: str) -> None:
+    run.write_best(search)
+    records = list(run.recorded().values())
+    if records:
+        plot_rewards(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)

@@ -1,0 +1,325 @@
+"""The `NeuralArchitectureSearch` manifest: one typed, documented, validated schema.
+
+The same YAML file runs locally (`kubenas search FILE`) and is `kubectl apply`-ed on a
+cluster, so this module is the single description of a search. Every knob is a field
+with a default (the paper's, where the paper gives one) and a description.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "kubenas.io"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "NeuralArchitectureSearch"
+
+
+class SpecError(ValueError):
+    """A manifest that cannot run; `str()` names each bad field's path and why."""
+
+
+class _Model(BaseModel):
+    """camelCase in YAML, snake_case in Python; unknown fields are errors (typos fail)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def _odd_positive(values: list[int]) -> list[int]:
+    for size in values:
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"filter size {size} must be odd and positive, so that 'same' padding is symmetric")
+    return values
+
+
+def _positive(values: list[int]) -> list[int]:
+    for value in values:
+        if value < 1:
+            raise ValueError(f"{value} must be >= 1")
+    return values
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("choices must be distinct")
+    return values
+
+
+class Strides(_Model):
+    """Stride choices (§3.1: off in the paper's first model, whose strides are all 1)."""
+
+    enabled: bool = Field(False, description="Let the controller choose stride height and width per layer.")
+    heights: list[int] = Field([1, 2, 3], min_length=1, description="Stride height choices.")
+    widths: list[int] = Field([1, 2, 3], min_length=1, description="Stride width choices.")
+
+    @field_validator("heights", "widths")
+    @classmethod
+    def _check(cls, values: list[int]) -> list[int]:
+        return _distinct(_positive(values))
+
+
+class DepthSchedule(_Model):
+    """Number of layers as the search goes (§4: start at 6, +2 every 1,600 samples)."""
+
+    initial_layers: int = Field(6, ge=1, le=128, description="Layers of the first children.")
+    increment: int = Field(2, ge=0, le=64, description="Layers added at each step of the schedule.")
+    every_trials: int = Field(1600, ge=1, description="Children sampled between two steps.")
+    max_layers: int = Field(20, ge=1, le=128, description="Depth never grows past this.")
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> DepthSchedule:
+        if self.max_layers < self.initial_layers:
+            raise ValueError(f"maxLayers ({self.max_layers}) is below initialLayers ({self.initial_layers})")
+        return self
+
+    def layers_for(self, trial_index: int) -> int:
+        return min(self.max_layers, self.initial_layers + self.increment * (trial_index // self.every_trials))
+
+
+class MacroCNNSpace(_Model):
+    """The paper's CNN space (§3.1-3.3): per layer filter height/width, filter count,
+    optionally strides, and skip connections through anchor points."""
+
+    filter_heights: list[int] = Field([1, 3, 5, 7], min_length=1, description="Filter height choices (odd).")
+    filter_widths: list[int] = Field([1, 3, 5, 7], min_length=1, description="Filter width choices (odd).")
+    num_filters: list[int] = Field([24, 36, 48, 64], min_length=1, description="Filter count choices.")
+    strides: Strides = Field(default_factory=Strides, description="Stride choices.")
+    skip_connections: bool = Field(
+        True, description="Anchor points choose each layer's inputs among all earlier layers; off: a plain chain."
+    )
+    depth: DepthSchedule = Field(default_factory=DepthSchedule, description="Number of layers over the search.")
+    image_size: list[int] = Field(
+        [32, 32], min_length=2, max_length=2, description="Input height and width, to keep strides valid."
+    )
+    min_feature_size: int = Field(
+        1, ge=1, description="Strides that would shrink a feature map below this (height or width) are never sampled."
+    )
+
+    @field_validator("filter_heights", "filter_widths")
+    @classmethod
+    def _odd(cls, values: list[int]) -> list[int]:
+        return _distinct(_odd_positive(values))
+
+    @field_validator("num_filters")
+    @classmethod
+    def _filters(cls, values: list[int]) -> list[int]:
+        return _distinct(_positive(values))
+
+    @model_validator(mode="after")
+    def _image_fits(self) -> MacroCNNSpace:
+        if min(self.image_size) < self.min_feature_size:
+            raise ValueError(
+                f"imageSize {self.image_size} is already below minFeatureSize {self.min_feature_size}: "
+                "no architecture is valid"
+            )
+        return self
+
+
+NB201_OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+class NB201CellSpace(_Model):
+    """The NAS-Bench-201 cell: 6 edges, one operation each."""
+
+    operations: list[Literal["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]] = Field(
+        list(NB201_OPERATIONS), min_length=1, description="Operation choices for every edge."
+    )
+    channels: int = Field(16, ge=1, description="Channels of the first stage (NAS-Bench-201: 16).")
+    cells_per_stage: int = Field(5, ge=1, description="Cells per stage (NAS-Bench-201: 5).")
+
+    @field_validator("operations")
+    @classmethod
+    def _distinct_operations(cls, values: list[str]) -> list[str]:
+        return _distinct(values)
+
+
+class SearchSpace(_Model):
+    type: Literal["MacroCNN", "NB201Cell"] = Field("MacroCNN", description="Which space to search.")
+    macro_cnn: MacroCNNSpace = Field(
+        default_factory=MacroCNNSpace, alias="macroCNN", description="Settings of the MacroCNN space."
+    )
+    nb201_cell: NB201CellSpace = Field(
+        default_factory=NB201CellSpace, alias="nb201Cell", description="Settings of the NB201Cell space."
+    )
+
+
+class Controller(_Model):
+    """The policy (§3.1-3.2): a 2-layer LSTM trained with REINFORCE, or a random baseline."""
+
+    strategy: Literal["reinforce", "random"] = Field(
+        "reinforce", description="`reinforce`: the paper's controller; `random`: uniform sampling, the baseline."
+    )
+    lstm_layers: int = Field(2, ge=1, le=8, description="LSTM layers (paper: 2).")
+    lstm_size: int = Field(35, ge=1, le=4096, description="Hidden units per LSTM layer (paper: 35).")
+    init_range: float = Field(0.08, gt=0, description="Weights start uniform in [-initRange, initRange] (paper: 0.08).")
+    learning_rate: float = Field(0.0006, gt=0, description="Adam learning rate (paper: 0.0006).")
+    batch_size: int = Field(8, ge=1, description="Children per policy update, m (paper: 8).")
+    baseline_decay: float = Field(
+        0.95, ge=0, lt=1, description="Decay of the exponential moving average baseline (the paper does not state it)."
+    )
+    entropy_weight: float = Field(0.0, ge=0, description="Entropy bonus weight (0: none, as in the paper).")
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip the policy gradient's norm (none by default).")
+    failed_trials: Literal["zeroReward", "exclude"] = Field(
+        "zeroReward", description="A failed child counts as reward 0 in its batch, or is left out of the updates."
+    )
+
+
+class Reward(_Model):
+    """Reward = (aggregate of the validation accuracy over the last epochs) ** power.
+    Paper default for CNNs: (max validation accuracy of the last 5 epochs)³."""
+
+    aggregate: Literal["max", "mean", "last"] = Field("max", description="How the last epochs are combined.")
+    last_epochs: int = Field(5, ge=1, description="How many final epochs are considered.")
+    power: float = Field(3.0, gt=0, description="Exponent applied to the aggregate.")
+
+    def of(self, validation_accuracy: list[float]) -> float:
+        """The reward of one child from its per-epoch validation accuracies (fractions)."""
+        if not validation_accuracy:
+            raise ValueError("no validation accuracy to reward")
+        window = validation_accuracy[-self.last_epochs :]
+        value = {"max": max, "last": lambda w: w[-1], "mean": lambda w: sum(w) / len(w)}[self.aggregate](window)
+        return float(value) ** self.power
+
+
+class EnvVar(_Model):
+    name: str = Field(min_length=1)
+    value: str = ""
+
+
+class Container(BaseModel):
+    """A container of the trial pod (the Kubernetes fields kubenas reads; others pass through)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field("trainer", min_length=1)
+    image: str | None = None
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+
+class PodSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    containers: list[Container] = Field(min_length=1, description="The first container runs the trainer.")
+
+
+class PodTemplate(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: PodSpec
+
+
+class Tabular(_Model):
+    """Score NB201 cells from a table instead of training them (in-process, milliseconds)."""
+
+    path: str = Field(min_length=1, description="CSV with a `cellstr` column (relative paths: from the working directory).")
+    metric: str = Field("cifar10-val", min_length=1, description="Column holding the accuracy, in percent.")
+
+
+class Trial(_Model):
+    """How each child is evaluated."""
+
+    kind: Literal["Job", "Tabular"] = Field(
+        "Job", description="`Job`: run the pod template (a Kubernetes Job; locally a subprocess). `Tabular`: look up."
+    )
+    template: PodTemplate | None = Field(None, description="Pod template of each child (kind Job).")
+    tabular: Tabular | None = Field(None, description="Table settings (kind Tabular).")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="A child running longer fails (DeadlineExceeded).")
+    backoff_limit: int = Field(0, ge=0, description="Retries of a failed child's pod (cluster only).")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete finished Jobs after this (cluster only).")
+
+    @model_validator(mode="after")
+    def _kind_has_settings(self) -> Trial:
+        if self.kind == "Job" and self.template is None:
+            raise ValueError("kind Job needs `template` (a pod template running the trainer)")
+        if self.kind == "Tabular" and self.tabular is None:
+            raise ValueError("kind Tabular needs `tabular` (path and metric)")
+        return self
+
+
+class SearchSpec(_Model):
+    """`spec` of a NeuralArchitectureSearch."""
+
+    search_space: SearchSpace = Field(default_factory=SearchSpace, description="What architectures exist.")
+    controller: Controller = Field(default_factory=Controller, description="How they are chosen.")
+    reward: Reward = Field(default_factory=Reward, description="How a child's result becomes a reward.")
+    trial: Trial = Field(description="How each child is evaluated.")
+    max_trials: int = Field(12800, ge=1, description="Children to sample in all (paper: 12,800).")
+    parallelism: int = Field(800, ge=1, description="Children in flight at once (paper: 800; locally capped by cores).")
+    max_failed_trials: int | None = Field(
+        None, ge=0, description="The search fails once more children than this have failed (none: no limit)."
+    )
+    seed: int = Field(0, ge=0, description="Seeds the controller: same seed, same children.")
+    suspend: bool = Field(False, description="Stop creating children (cluster only).")
+
+    @model_validator(mode="after")
+    def _tabular_fits_space(self) -> SearchSpec:
+        if self.trial.kind == "Tabular" and self.search_space.type != "NB201Cell":
+            raise ValueError("trial.kind Tabular scores NB201Cell architectures only")
+        return self
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str | None = None
+
+
+class NeuralArchitectureSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_version: Literal["kubenas.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["NeuralArchitectureSearch"]
+    metadata: Metadata
+    spec: SearchSpec
+    status: dict[str, Any] | None = None
+
+
+def _path_of(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).startswith(("function-", "function-after")):
+            continue  # pydantic's validator frames are no part of the field's path
+        else:
+            path += ("." if path else "") + str(part)
+    return path or "(document)"
+
+
+def parse_manifest(document: Any, *, source: str = "manifest") -> NeuralArchitectureSearch:
+    """Validate one manifest; a SpecError lists every bad field as `path: why`."""
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a NeuralArchitectureSearch object, got {type(document).__name__}")
+    try:
+        return NeuralArchitectureSearch.model_validate(document)
+    except ValidationError as error:
+        lines = [f"{source}: invalid NeuralArchitectureSearch"]
+        for problem in error.errors(include_url=False):
+            lines.append(f"  {_path_of(problem['loc'])}: {problem['msg']}")
+        raise SpecError("\n".join(lines)) from None
+
+
+def load_manifest(path: str | Path) -> NeuralArchitectureSearch:
+    """Read a YAML (or JSON) manifest file holding one NeuralArchitectureSearch."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    searches = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
+    if len(searches) != 1:
+        raise SpecError(f"{path}: expected exactly one {KIND} document, found {len(searches)}")
+    return parse_manifest(searches[0], source=str(path))
