@@ -188,13 +188,17 @@ def build_space(config: specs.SearchSpace) -> Space:
 
 
 def summarize(architecture: dict) -> str:
-    """A short human-readable line for an architecture (status fields, logs)."""
+    """A short human-readable line for an architecture (status fields, logs):
+    `HxW:filters`, `/SHxSW` for strides, `<i,j` for inputs other than the previous layer."""
     if architecture["kind"] == "NB201Cell":
         return architecture["cell"]
     layers = architecture["layers"]
     parts = []
     for index, layer in enumerate(layers):
-        stride = "" if (layer["strideHeight"], layer["strideWidth"]) == (1, 1) else f"/{layer['strideHeight']}x{layer['strideWidth']}"
-        skips = [j for j in layer["inputs"] if j != index - 1]
-        parts.append(f"{layer['filterHeight']}x{layer['filterWidth']}:{layer['numFilters']}{stride}" + (f"<{','.join(map(str, skips))}" if skips else ""))
+        part = f"{layer['filterHeight']}x{layer['filterWidth']}:{layer['numFilters']}"
+        if (layer["strideHeight"], layer["strideWidth"]) != (1, 1):
+            part += f"/{layer['strideHeight']}x{layer['strideWidth']}"
+        if index and layer["inputs"] != [index - 1]:
+            part += "<" + (",".join(map(str, layer["inputs"])) or "image")
+        parts.append(part)
     return f"{len(layers)} layers " + " ".join(parts)
