@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -329,3 +330,39 @@ def test_augment_batch_crops_and_flips_per_image():
         unchanged += (2, 2, False) in matches
         flipped += all(flip for _, _, flip in matches)
     assert unchanged < len(images) / 4 and 0 < flipped < len(images)
+
+
+# --- training -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_matches_torch_optim_sgd(nesterov: bool):
+    from kubenas_trainer.train import SGD
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    ours = copy.deepcopy(reference)
+    reference_sgd = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-2)
+    our_sgd = SGD(list(ours.parameters()), momentum=0.9, nesterov=nesterov, weight_decay=1e-2)
+    for step in range(5):
+        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+        lr = 0.1 * 0.5 ** step  # a changing learning rate, as under a schedule
+        for group in reference_sgd.param_groups:
+            group["lr"] = lr
+        for model, optimizer in ((reference, reference_sgd), (ours, our_sgd)):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        reference_sgd.step()
+        our_sgd.step(lr=lr)
+    for expected, actual in zip(reference.parameters(), ours.parameters()):
+        assert torch.allclose(expected, actual, atol=1e-6)
+
+
+def test_learning_rate_schedules():
+    from kubenas_trainer.train import TrainConfig, _lr_factor
+
+    cosine = _lr_factor(TrainConfig(lr_schedule="cosine"), total_steps=100)
+    assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0)
+    step = _lr_factor(TrainConfig(lr_schedule="step"), total_steps=100)
+    assert [step(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert _lr_factor(TrainConfig(lr_schedule="constant"), total_steps=100)(99) == 1.0

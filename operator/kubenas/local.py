@@ -109,7 +109,7 @@ async def run_search(
 
     def launch(ticket: Ticket) -> None:
         if ticket.index in recorded:  # finished before a crash, asked again on resume
-            record(ticket, recorded[ticket.index]["result"], None)
+            search.tell(ticket.index, recorded[ticket.index]["result"])
         elif (leftover := evaluate.finished_result(ticket.index)) is not None:
             record(ticket, leftover, None)
         else:

@@ -1,0 +1,33 @@
+"""A stand-in trainer for local-runner tests: honours the result contract in
+milliseconds. FAKE_MODE picks its behaviour: ok (default), fail, noresult, garbage,
+sleep (FAKE_SECONDS), failodd (fails for odd trial indices)."""
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+architecture = json.loads(os.environ["KUBENAS_ARCHITECTURE"])
+index = int(os.environ["KUBENAS_TRIAL_INDEX"])
+mode = os.environ.get("FAKE_MODE", "ok")
+result_file = os.environ["KUBENAS_RESULT_FILE"]
+time.sleep(float(os.environ.get("FAKE_SECONDS", "0")))
+if mode == "fail" or (mode == "failodd" and index % 2):
+    with open(result_file, "w") as handle:
+        json.dump({"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Failed", "reason": "InvalidArchitecture", "message": "no"}, handle)
+    print("kubenas-trainer: InvalidArchitecture: no", file=sys.stderr)
+    sys.exit(3)
+if mode == "exit1":
+    sys.exit(1)
+if mode == "noresult":
+    sys.exit(0)
+if mode == "garbage":
+    open(result_file, "w").write("{not json")
+    sys.exit(0)
+accuracy = 0.5 + hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).digest()[0] / 512
+result = {"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Succeeded",
+          "validationAccuracy": [accuracy / 2, accuracy], "argv": sys.argv[1:], "threads": os.environ.get("OMP_NUM_THREADS")}
+with open(result_file, "w") as handle:
+    json.dump(result, handle)
+print(json.dumps(result))
