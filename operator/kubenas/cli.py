@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a standalone PyTorch module file for an architecture")
     export.add_argument("architecture", type=Path, help="architecture JSON, or a best.json / trials.jsonl record holding one")
     export.add_argument("-o", "--output", type=Path, required=True, help="the .py file to write")
+    export.add_argument("--in-channels", type=int, default=3, help="image channels build() defaults to (digits: 1)")
+    export.add_argument("--num-classes", type=int, default=10, help="classes build() defaults to")
     return parser
 
 
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             from kubenas.export import export_model
 
-            export_model(source=args.architecture, output=args.output)
+            export_model(
+                source=args.architecture, output=args.output, in_channels=args.in_channels, num_classes=args.num_classes
+            )
             print(f"wrote {args.output}")
             return EXIT_OK
     except specs.SpecError as error:
