@@ -222,3 +222,28 @@ def test_cli_validate_prints_defaults(tmp_path: Path) -> None:
     result = cli("validate", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "lstmSize: 35" in result.stdout and "learningRate: 0.0006" in result.stdout
+
+
+def test_local_search_with_the_real_trainer(tmp_path: Path) -> None:
+    document = manifest(
+        {
+            "searchSpace": {"macroCNN": {"imageSize": [8, 8], "depth": {"initialLayers": 2}, "numFilters": [24, 36]}},
+            "controller": {"batchSize": 2},
+            "reward": {"lastEpochs": 2},
+            "maxTrials": 2,
+            "parallelism": 2,
+            "trial": {"kind": "Job", "template": {"spec": {"containers": [{
+                "name": "trainer", "command": ["python", "-m", "kubenas_trainer"],
+                "args": ["--dataset", "digits", "--epochs", "3", "--batch-size", "32", "--learning-rate", "0.05"],
+            }]}}},
+        },
+        name="real",
+    )
+    result = run(document, tmp_path)
+    assert result.phase == "Succeeded" and result.search.controller.version == 1
+    for record in records(tmp_path / "runs" / "real"):
+        assert record["status"] == "Succeeded", record
+        trainer_result = record["result"]
+        assert trainer_result["dataset"] == "digits" and len(trainer_result["validationAccuracy"]) == 3
+        assert record["validationAccuracy"] == max(trainer_result["validationAccuracy"]) > 0.3  # chance is 0.1
+        assert record["reward"] == pytest.approx(trainer_result["reward"], abs=1e-5)  # engine and trainer agree

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from typing import TextIO
 
 from rich.console import Console
@@ -22,6 +23,7 @@ class Progress:
         self.console = Console(file=self.stream)
         self.live = self.stream.isatty() if live is None else live
         self._display: Live | None = None
+        self._recent: deque[str] = deque(maxlen=5)  # the panel's last finished children
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -57,6 +59,7 @@ class Progress:
         )
         if self._display is None:
             print(line, file=self.stream, flush=True)
+        self._recent.appendleft(f"child {record['index']}: {record['status']} reward {reward}{accuracy}{reason}")
         self.refresh(search, running=running)
 
     def _panel(self, search: Search, *, running: int) -> Table:
@@ -77,4 +80,6 @@ class Progress:
         rate = done / elapsed if elapsed > 0 else 0.0
         remaining = (search.max_trials - done) / rate if rate > 0 else float("nan")
         table.add_row("time", f"{elapsed:.0f}s elapsed" + (f", ~{remaining:.0f}s left" if rate > 0 else ""))
+        for number, line in enumerate(self._recent):
+            table.add_row("recent" if number == 0 else "", line)
         return table
