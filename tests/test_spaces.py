@@ -119,3 +119,22 @@ def test_summarize() -> None:
     space = macro(depth={"initialLayers": 2})
     architecture = space.decode([[], 1, 1, 0, [0], 0, 0, 3], trial_index=0)
     assert spaces.summarize(architecture) == "2 layers 3x3:24 1x1:64<image"
+
+
+@pytest.mark.parametrize("space_type", ["MacroCNN", "NB201Cell"])
+def test_every_sampled_architecture_fulfils_the_trainer_contract(space_type: str) -> None:
+    from kubenas.controller import RandomController
+    from kubenas_trainer.architecture import validate_architecture
+
+    spec = search_spec(searchSpace={"type": space_type, "macroCNN": {"strides": {"enabled": True}, "imageSize": [8, 8], "minFeatureSize": 2}})
+    space = spaces.build_space(spec.search_space)
+    controller = RandomController(space=space, config=spec.controller, seed=0)
+    for index in range(0, 4000, 40):  # the depth schedule grows along the way
+        architecture = controller.sample(trial_index=index).architecture
+        assert validate_architecture(architecture) == architecture
+
+
+def test_the_spec_offers_the_contracts_operations() -> None:
+    from kubenas_trainer.architecture import NB201_OPERATIONS
+
+    assert tuple(search_spec().search_space.nb201_cell.operations) == tuple(NB201_OPERATIONS)

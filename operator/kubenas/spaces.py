@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from typing import Union
 
 from kubenas import spec as specs
+from kubenas_trainer.architecture import NB201_EDGES, cell_string  # the architecture contract
 
 API_VERSION = specs.API_VERSION
-
-# NAS-Bench-201 edge order: node j <- node i for (i, j) in this order.
-NB201_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 
 
 @dataclass(frozen=True)
@@ -170,15 +168,6 @@ class NB201Cell(Space):
             "channels": self.config.channels,
             "cellsPerStage": self.config.cells_per_stage,
         }
-
-
-def cell_string(edges: Sequence[str]) -> str:
-    """The standard NAS-Bench-201 string, e.g. `|nor_conv_3x3~0|+|…~0|…~1|+|…~0|…~1|…~2|`."""
-    nodes = []
-    for target in (1, 2, 3):
-        parts = [f"{edges[k]}~{source}" for k, (source, node) in enumerate(NB201_EDGES) if node == target]
-        nodes.append("|" + "|".join(parts) + "|")
-    return "+".join(nodes)
 
 
 def build_space(config: specs.SearchSpace) -> Space:
