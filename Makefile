@@ -26,7 +26,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/controller_speed.py
 	$(BIN)/python benchmarks/nb201_reinforce_vs_random.py
+	$(BIN)/python benchmarks/digits_demo.py
 
 clean:
 	rm -rf $(VENV) runs
