@@ -247,3 +247,25 @@ def test_local_search_with_the_real_trainer(tmp_path: Path) -> None:
         assert trainer_result["dataset"] == "digits" and len(trainer_result["validationAccuracy"]) == 3
         assert record["validationAccuracy"] == max(trainer_result["validationAccuracy"]) > 0.3  # chance is 0.1
         assert record["reward"] == pytest.approx(trainer_result["reward"], abs=1e-5)  # engine and trainer agree
+
+
+def test_resume_refuses_a_changed_search(tmp_path: Path) -> None:
+    document = job_manifest(maxTrials=1)
+    path = tmp_path / "fake.yaml"
+    path.write_text(json.dumps(document))
+    assert cli("search", str(path), "--no-live", cwd=tmp_path).returncode == 0
+    document["spec"]["seed"] = 5
+    path.write_text(json.dumps(document))
+    resumed = cli("search", str(path), "--resume", "--no-live", cwd=tmp_path)
+    assert resumed.returncode == 2
+    assert "cannot resume fake" in resumed.stderr and "cannot change during a search" in resumed.stderr
+
+
+def test_manifest_files_may_hold_other_documents(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "bundle.yaml"
+    path.write_text(yaml.safe_dump_all([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}, job_manifest()]))
+    result = cli("validate", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "kind: NeuralArchitectureSearch" in result.stdout

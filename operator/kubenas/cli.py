@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from kubenas.local import RunExists, run_search
+    from kubenas.search import CheckpointMismatch
     from kubenas.progress import Progress
 
-    raw = yaml.safe_load(args.manifest.read_text()) if args.manifest.exists() else None
-    manifest = specs.load_manifest(args.manifest)
-    if args.max_trials is not None:
+    raw = specs.read_manifest_document(args.manifest)
+    if args.max_trials is not None and isinstance(raw.get("spec"), dict):
         raw["spec"]["maxTrials"] = args.max_trials
-        manifest = specs.parse_manifest(raw, source=str(args.manifest))
+    manifest = specs.parse_manifest(raw, source=str(args.manifest))
     name = manifest.metadata.name
     progress = Progress(name=name, live=False if args.no_live else None)
     try:
@@ -84,7 +84,7 @@ def _search(args: argparse.Namespace) -> int:
     except RunExists as error:
         print(f"kubenas: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as error:  # a checkpoint that does not fit the manifest
+    except CheckpointMismatch as error:
         print(f"kubenas: cannot resume {name}: {error}", file=sys.stderr)
         return EXIT_USAGE
     search, run = result.search, result.run

@@ -182,8 +182,7 @@ class ReinforceController:
     def update(self, batch: Sequence[Experience]) -> UpdateStats:
         rewards = [experience.reward for experience in batch]
         mean_reward = sum(rewards) / len(rewards)
-        # Before any update there is no history: the first batch is its own baseline.
-        baseline = mean_reward if self.baseline is None else self.baseline
+        baseline, new_baseline = _moving_baseline(self.baseline, rewards, decay=self.config.baseline_decay)
         scored = [self.score(trial_index=e.trial_index, actions=e.actions) for e in batch]
         policy_loss = -sum((e.reward - baseline) * s.log_prob for e, s in zip(batch, scored)) / len(batch)
         entropy = sum(s.entropy for s in scored) / len(batch)
@@ -193,10 +192,6 @@ class ReinforceController:
         max_norm = self.config.grad_clip_norm or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm))
         self.optimizer.step()
-        decay = self.config.baseline_decay
-        new_baseline = baseline
-        for reward in rewards:
-            new_baseline = decay * new_baseline + (1 - decay) * reward
         self.baseline = new_baseline
         self.version += 1
         return UpdateStats(
@@ -261,15 +256,12 @@ class RandomController:
                 return Sample(actions=actions, architecture=done.value, log_prob=log_prob)
 
     def update(self, batch: Sequence[Experience]) -> UpdateStats:
-        mean_reward = sum(e.reward for e in batch) / len(batch)
-        baseline = mean_reward if self.baseline is None else self.baseline
-        new_baseline = baseline
-        for e in batch:
-            new_baseline = self.config.baseline_decay * new_baseline + (1 - self.config.baseline_decay) * e.reward
-        self.baseline = new_baseline
+        rewards = [experience.reward for experience in batch]
+        mean_reward = sum(rewards) / len(rewards)
+        baseline, self.baseline = _moving_baseline(self.baseline, rewards, decay=self.config.baseline_decay)
         self.version += 1
         entropy = sum(_uniform_entropy(self.space, e) for e in batch) / len(batch)
-        return UpdateStats(self.version, new_baseline, baseline, mean_reward, 0.0, entropy, 0.0)
+        return UpdateStats(self.version, self.baseline, baseline, mean_reward, 0.0, entropy, 0.0)
 
     def state_dict(self) -> dict:
         return {
@@ -284,6 +276,16 @@ class RandomController:
         self.generator.set_state(state["generator"])
         self.baseline = state["baseline"]
         self.version = state["version"]
+
+
+def _moving_baseline(current: float | None, rewards: Sequence[float], *, decay: float) -> tuple[float, float]:
+    """(the baseline this batch is compared against, the baseline after it). Before any
+    update there is no history, so the first batch is its own baseline."""
+    before = sum(rewards) / len(rewards) if current is None else current
+    after = before
+    for reward in rewards:
+        after = decay * after + (1 - decay) * reward
+    return before, after
 
 
 def _uniform_entropy(space: Space, experience: Experience) -> float:

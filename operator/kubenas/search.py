@@ -22,6 +22,10 @@ STATE_VERSION = 1
 TOP_K = 10  # children kept in the summary; all others live in the drivers' records
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint that cannot continue this spec (another format, space, controller…)."""
+
+
 @dataclass(frozen=True)
 class Ticket:
     """A child handed out by `ask()`."""
@@ -191,9 +195,9 @@ class Search:
         state = from_bytes(data)
         search = cls(spec)
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"checkpoint format {state.get('version')} is not {STATE_VERSION}")
+            raise CheckpointMismatch(f"checkpoint format {state.get('version')} is not {STATE_VERSION}")
         if state["fingerprint"] != search.fingerprint():
-            raise ValueError(
+            raise CheckpointMismatch(
                 "checkpoint was made for another search space, controller, reward or seed; "
                 "these cannot change during a search"
             )

@@ -308,8 +308,8 @@ def parse_manifest(document: Any, *, source: str = "manifest") -> NeuralArchitec
         raise SpecError("\n".join(lines)) from None
 
 
-def load_manifest(path: str | Path) -> NeuralArchitectureSearch:
-    """Read a YAML (or JSON) manifest file holding one NeuralArchitectureSearch."""
+def read_manifest_document(path: str | Path) -> dict:
+    """The one NeuralArchitectureSearch document of a YAML (or JSON) file, unvalidated."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -322,4 +322,9 @@ def load_manifest(path: str | Path) -> NeuralArchitectureSearch:
     searches = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
     if len(searches) != 1:
         raise SpecError(f"{path}: expected exactly one {KIND} document, found {len(searches)}")
-    return parse_manifest(searches[0], source=str(path))
+    return searches[0]
+
+
+def load_manifest(path: str | Path) -> NeuralArchitectureSearch:
+    """Read and validate the NeuralArchitectureSearch of a manifest file."""
+    return parse_manifest(read_manifest_document(path), source=str(path))
