@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/kubenas search examples/digits.yaml
+	$(BIN)/kubenas search examples/digits.yaml --restart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("manifest", type=Path)
 
     export = commands.add_parser("export", help="write a standalone PyTorch module file for an architecture")
-    export.add_argument("architecture", type=Path, help="architecture JSON, or a best.json / trials.jsonl record holding one")
+    export.add_argument("architecture", type=Path, help="architecture JSON, or a best.json (any JSON object with an `architecture` field)")
     export.add_argument("-o", "--output", type=Path, required=True, help="the .py file to write")
     export.add_argument("--in-channels", type=int, default=3, help="image channels build() defaults to (digits: 1)")
     export.add_argument("--num-classes", type=int, default=10, help="classes build() defaults to")
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 def _search(args: argparse.Namespace) -> int:
     from kubenas.local import RunExists, run_search
     from kubenas.search import CheckpointMismatch
+    from kubenas.spaces import summarize
     from kubenas.progress import Progress
 
     raw = specs.read_manifest_document(args.manifest)
@@ -97,6 +98,8 @@ def _search(args: argparse.Namespace) -> int:
         best = search.best
         accuracy = "" if best.validation_accuracy is None else f", validation accuracy {best.validation_accuracy:.4f}"
         print(f"[{name}] best: child {best.index}, reward {best.reward:.4f}{accuracy} -> {run.best_file}")
+        for rank, child in enumerate(search.top_k(5), start=1):
+            print(f"[{name}]   #{rank} child {child.index} reward {child.reward:.4f}  {summarize(child.architecture)}")
     print(f"[{name}] records: {run.path}/ (trials.jsonl, best.json, reward.png)")
     if result.phase == "Interrupted":
         print(f"[{name}] interrupted: continue with `kubenas search {args.manifest} --resume`")

@@ -38,8 +38,8 @@ if __name__ == "__main__":
 
 
 def read_architecture(source: Path) -> dict:
-    """An architecture document from a file holding one, or a best.json / trials.jsonl
-    record (`{"architecture": …}`)."""
+    """An architecture document from a file holding one, or any JSON object with an
+    `architecture` field (best.json, one trials.jsonl line saved to a file)."""
     try:
         text = source.read_text()
     except OSError as error:
