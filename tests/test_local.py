@@ -208,10 +208,6 @@ def test_resume_after_interruption_loses_and_repeats_nothing(tmp_path: Path, how
         assert process.returncode == -signal.SIGKILL
     interrupted = len(trials.read_text().splitlines())
     assert interrupted < 10
-    deadline = time.monotonic() + 10
-    while running_fake_trainers() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not running_fake_trainers()  # children die with the runner, even with kill -9
     done = cli("search", str(path), "--resume", "--no-live", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     indices = [r["index"] for r in records(tmp_path / "runs" / "fake")]
@@ -283,3 +279,24 @@ def test_manifest_files_may_hold_other_documents(tmp_path: Path) -> None:
     result = cli("validate", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "kind: NeuralArchitectureSearch" in result.stdout
+
+
+def test_children_die_with_a_killed_runner(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(job_manifest(maxTrials=1, env={"FAKE_SECONDS": "60"})))
+    process = subprocess.Popen([*KUBENAS, "search", str(path), "--no-live"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not running_fake_trainers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_fake_trainers(), "the child never started"
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while running_fake_trainers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = running_fake_trainers()
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans  # a 60-second child would outlive the runner by far without PR_SET_PDEATHSIG
