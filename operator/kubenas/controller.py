@@ -108,10 +108,10 @@ class PolicyNetwork(nn.Module):
                 if decision.allowed is not None:
                     logits = logits.masked_fill(~torch.tensor(decision.allowed), float("-inf"))
                 log_p = torch.log_softmax(logits, dim=-1)
-                action = forced if forced is not None else int(torch.multinomial(log_p.exp(), 1, generator=generator))
+                p = log_p.exp()
+                action = forced if forced is not None else int(torch.multinomial(p, 1, generator=generator))
                 check_action(decision, action, position=len(taken))
                 log_prob = log_prob + log_p[action]
-                p = log_p.exp()
                 entropy = entropy - (p * log_p.masked_fill(p == 0, 0.0)).sum()
                 x = self.embeddings[decision.head](torch.tensor([action]))
             else:

@@ -136,7 +136,7 @@ async def run_search(
                     launch(ticket)
                 run.save(search)
                 if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
-                    _write_summaries(run, search, name)
+                    _write_summaries(run, search, name, records=list(recorded.values()))
                     last_plot = time.monotonic()
                 if stop.is_set():
                     phase, reason = "Interrupted", "Interrupted"
@@ -160,12 +160,12 @@ async def run_search(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    _write_summaries(run, search, name)
+    _write_summaries(run, search, name, records=list(recorded.values()))
     return LocalResult(phase=phase, reason=reason, search=search, run=run)
 
 
-def _write_summaries(run: RunDirectory, search: Search, name: str) -> None:
+def _write_summaries(run: RunDirectory, search: Search, name: str, *, records: list[dict]) -> None:
+    """best.json and reward.png, from the records already in memory (no re-read of trials.jsonl)."""
     run.write_best(search)
-    records = list(run.recorded().values())
     if records:
         plot_rewards(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubenas_trainer.architecture import NB201_OPERATIONS  # the architecture contract
+
 API_GROUP = "kubenas.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "NeuralArchitectureSearch"
@@ -119,13 +121,12 @@ class MacroCNNSpace(_Model):
         return self
 
 
-NB201_OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
 class NB201CellSpace(_Model):
     """The NAS-Bench-201 cell: 6 edges, one operation each."""
 
-    operations: list[Literal["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]] = Field(
+    operations: list[Literal[NB201_OPERATIONS]] = Field(  # type: ignore[valid-type]  # the contract's tuple
         list(NB201_OPERATIONS), min_length=1, description="Operation choices for every edge."
     )
     channels: int = Field(16, ge=1, description="Channels of the first stage (NAS-Bench-201: 16).")
