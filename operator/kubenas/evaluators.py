@@ -122,24 +122,31 @@ def read_result(path: Path, *, exit_code: int) -> dict:
         text = path.read_text()
     except OSError:
         text = None
-    result = None
-    if text is not None:
-        try:
-            result = json.loads(text)
-        except ValueError:
-            result = None
     if exit_code < 0:
         name = signal.Signals(-exit_code).name if -exit_code in signal.Signals._value2member_map_ else str(-exit_code)
         hint = " (out of memory?)" if -exit_code == signal.SIGKILL else ""
         return failure("Killed", f"killed by signal {name}{hint}")
+    return judge_output(text, exit_code=exit_code, source=path.name)
+
+
+def judge_output(text: str | None, *, exit_code: int, source: str) -> dict:
+    """A result document from what a child wrote (`text`, None if nothing) and its exit
+    code: the local runner reads a file, the operator a pod's termination message."""
+    result = None
+    if text:
+        try:
+            result = json.loads(text)
+        except ValueError:
+            result = None
     if exit_code != 0:
         if isinstance(result, dict) and result.get("status") == "Failed":
-            return result
-        return failure("Error", f"exit code {exit_code}")
-    if text is None:
-        return failure("MissingResult", f"the child exited 0 but wrote no {path.name}")
+            return result  # the trainer's own named failure (InvalidArchitecture, Diverged…)
+        tail = (text or "").strip().splitlines()[-1:] if result is None else []
+        return failure("Error", f"exit code {exit_code}" + (f": {tail[0][:300]}" if tail else ""))
+    if not text:
+        return failure("MissingResult", f"the child exited 0 but wrote no {source}")
     if not isinstance(result, dict) or result.get("status") != "Succeeded":
-        return failure("MalformedResult", f"{path.name} is not a successful TrialResult")
+        return failure("MalformedResult", f"{source} is not a successful TrialResult")
     return result
 
 

@@ -118,7 +118,7 @@ class Search:
         ticket = self.in_flight.pop(index, None)
         if ticket is None:
             return None
-        reward, accuracy, reason = self._judge(result)
+        reward, accuracy, reason = self.judge(result)
         succeeded = reason is None
         if succeeded:
             self.counters.succeeded += 1
@@ -135,8 +135,9 @@ class Search:
                 self.last_update = update
         return Outcome(index, succeeded, reward, accuracy, reason, update)
 
-    def _judge(self, result: dict) -> tuple[float, float | None, str | None]:
-        """(reward, best validation accuracy, failure reason or None)."""
+    def judge(self, result: dict) -> tuple[float, float | None, str | None]:
+        """(reward, best validation accuracy, failure reason or None) of a result
+        document; pure, so a driver can record a verdict durably before `tell`."""
         if not isinstance(result, dict) or result.get("status") not in ("Succeeded", "Failed"):
             return 0.0, None, "MalformedResult"
         if result["status"] == "Failed":

@@ -1,0 +1,133 @@
+"""One child = a NASTrial (owned by the search) + a batch/v1 Job (owned by the trial).
+
+The Job is built with the `kubernetes` client's typed models, so a malformed pod
+template (a container without a name, a string where a list belongs) fails here with
+the field named, before it reaches the API server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kubernetes import client as k8s
+
+from kubenas import spec as specs
+from kubenas.operator import names
+from kubenas.search import Ticket
+from kubenas.spaces import summarize
+
+TERMINATION_LOG = "/dev/termination-log"
+_serializer = k8s.ApiClient()  # (de)serialises models only; it never connects
+
+
+class TemplateError(ValueError):
+    """The pod template cannot make a Job; the message names the field."""
+
+
+def _quantities_as_strings(raw: dict) -> dict:
+    """`nvidia.com/gpu: 1` is a valid quantity in YAML; the typed models want "1"."""
+    for container in (raw.get("spec") or {}).get("containers") or []:
+        for section in ("limits", "requests"):
+            amounts = (container.get("resources") or {}).get(section)
+            if isinstance(amounts, dict):
+                container["resources"][section] = {k: v if isinstance(v, str) else str(v) for k, v in amounts.items()}
+    return raw
+
+
+def typed_template(template: specs.PodTemplate) -> k8s.V1PodTemplateSpec:
+    raw = _quantities_as_strings(template.model_dump(mode="json", by_alias=True, exclude_none=True))
+    try:
+        model = _serializer._ApiClient__deserialize(raw, "V1PodTemplateSpec")
+    except (ValueError, TypeError, AttributeError) as error:
+        problems = getattr(error, "errors", None)  # the client's models are pydantic models
+        if callable(problems):
+            where = type(error).__name__ if not hasattr(error, "title") else error.title
+            detail = "; ".join(f"{where}.{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems())
+        else:
+            detail = str(error)
+        raise TemplateError(f"spec.trial.template: {detail}") from None
+    if not model.spec or not model.spec.containers:
+        raise TemplateError("spec.trial.template.spec.containers: Required value: at least one container")
+    return model
+
+
+def check_template(trial: specs.Trial) -> None:
+    """Raise TemplateError when children could not be built from this trial spec."""
+    if trial.kind == "Job":
+        typed_template(trial.template)
+
+
+def trial_object(*, search: dict, ticket: Ticket) -> dict:
+    name = search["metadata"]["name"]
+    return {
+        "apiVersion": names.TRIALS.api_version,
+        "kind": names.TRIALS.kind,
+        "metadata": {
+            "name": names.trial_name(name, ticket.index),
+            "namespace": search["metadata"]["namespace"],
+            "labels": names.child_labels(name, ticket.index),
+            "ownerReferences": [names.owner_reference(search)],
+        },
+        "spec": {
+            "search": name,
+            "index": ticket.index,
+            "architecture": ticket.architecture,
+            "summary": summarize(ticket.architecture),
+            "actions": ticket.actions,
+            "logProb": ticket.log_prob,
+            "policyVersion": ticket.policy_version,
+        },
+    }
+
+
+def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial) -> dict:
+    """The child's Job: the pod template with the architecture passed to the trainer
+    (env KUBENAS_ARCHITECTURE), its result read back from the termination message."""
+    search = trial["spec"]["search"]
+    labels = names.child_labels(search, ticket.index)
+    template = typed_template(spec.template)
+    template.metadata = template.metadata or k8s.V1ObjectMeta()
+    template.metadata.labels = {**(template.metadata.labels or {}), **labels}
+    pod = template.spec
+    pod.restart_policy = "Never"  # retries are the Job's (backoffLimit), each a fresh pod
+    pod.automount_service_account_token = False  # a trainer needs no API access
+    trainer = pod.containers[0]
+    trainer.termination_message_path = trainer.termination_message_path or TERMINATION_LOG
+    trainer.termination_message_policy = "FallbackToLogsOnError"  # a crash still says why
+    ours = {
+        "KUBENAS_ARCHITECTURE": json.dumps(ticket.architecture, separators=(",", ":")),
+        "KUBENAS_TRIAL_INDEX": str(ticket.index),
+        "KUBENAS_RESULT_FILE": trainer.termination_message_path,
+    }
+    # Ours first, so the template's own variables may refer to them with $(NAME).
+    trainer.env = [k8s.V1EnvVar(name=k, value=v) for k, v in ours.items()] + [
+        e for e in (trainer.env or []) if e.name not in ours
+    ]
+    job = k8s.V1Job(
+        api_version="batch/v1",
+        kind="Job",
+        metadata=k8s.V1ObjectMeta(
+            name=trial["metadata"]["name"],
+            namespace=trial["metadata"]["namespace"],
+            labels=labels,
+            owner_references=[k8s.V1OwnerReference(**_snake(names.owner_reference(trial)))],
+        ),
+        spec=k8s.V1JobSpec(
+            template=template,
+            backoff_limit=spec.backoff_limit,
+            active_deadline_seconds=spec.active_deadline_seconds,
+            ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+        ),
+    )
+    return _serializer.sanitize_for_serialization(job)
+
+
+def _snake(reference: dict) -> dict:
+    return {
+        "api_version": reference["apiVersion"],
+        "kind": reference["kind"],
+        "name": reference["name"],
+        "uid": reference["uid"],
+        "controller": reference["controller"],
+        "block_owner_deletion": reference["blockOwnerDeletion"],
+    }

@@ -1,0 +1,412 @@
+"""One search, driven: the engine hosted by the operator (a kopf daemon per search).
+
+Durable state is the cluster's: the policy checkpoint (a ConfigMap, written after every
+policy update and before any child sampled by the new policy exists) and the NASTrials
+(each child's sampled actions and, once finished, its result). A driver started on an
+existing search restores the checkpoint, asks the engine again for the children created
+since (same RNG state, same children: it checks), tells it the results recorded since,
+and adopts the children still running. So an operator restarted at any moment loses no
+child, creates none twice and updates the policy once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from kubenas import spec as specs
+from kubenas.evaluators import TabularEvaluator
+from kubenas.operator import children, names, results
+from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
+from kubenas.operator.kube import ApiError, KubeClient
+from kubenas.operator.status import conditions_for, now, search_status
+from kubenas.search import CheckpointMismatch, Search, Ticket, failure
+from kubenas.spaces import summarize
+
+TERMINAL = ("Succeeded", "Failed")
+MILESTONES = (1, 2, 5)  # Events for policy updates 1, 2, 5, 10, 20, 50, 100, …
+
+
+class SearchFailed(Exception):
+    """A search that cannot go on: (reason, message) for its Failed condition."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    index: int
+    job: dict
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    status_interval: float = 1.0  # at most one status write per interval (plus transitions)
+    idle_wake: float = 5.0  # re-check the live spec this often even without events
+
+
+def is_milestone(update: int) -> bool:
+    scale = 1
+    while scale * 10 <= update:
+        scale *= 10
+    return update in tuple(m * scale for m in MILESTONES)
+
+
+def parse_spec(body: Any) -> specs.SearchSpec:
+    """The live object's spec, validated by the same models as local mode."""
+    document = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {"name": body["metadata"]["name"]},
+        "spec": dict(body.get("spec") or {}),
+    }
+    try:
+        spec = specs.parse_manifest(document, source=f"{specs.KIND} {body['metadata']['name']}").spec
+        children.check_template(spec.trial)
+    except (specs.SpecError, children.TemplateError) as error:
+        raise SearchFailed("InvalidSpec", str(error)) from None
+    try:  # what the schema cannot say: the space must yield a valid child
+        Search(spec).controller.sample(trial_index=0)
+    except ValueError as error:
+        raise SearchFailed("InvalidSpec", f"spec.searchSpace yields no valid architecture: {error}") from None
+    return spec
+
+
+class SearchDriver:
+    def __init__(self, *, client: KubeClient, body: Any, logger: logging.Logger | logging.LoggerAdapter,
+                 settings: DriverSettings | None = None) -> None:
+        self.client = client
+        self.body = body  # kopf's live view: follows the object as it changes
+        self.logger = logger
+        self.settings = settings or DriverSettings()
+        self.namespace: str = body["metadata"]["namespace"]
+        self.name: str = body["metadata"]["name"]
+        self.uid: str = body["metadata"]["uid"]
+        self.events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.wake = asyncio.Event()
+        self.search: Search | None = None
+        self.spec: specs.SearchSpec | None = None
+        self.evaluate_table: TabularEvaluator | None = None
+        self.marked_running: set[int] = set()
+        self.phase = ""
+        self.failure: SearchFailed | None = None
+        self.dirty = True
+        self.last_status = 0.0
+        self.seen_generation: int | None = None
+        self.last_checkpoint: str | None = None
+        self.trial_uids: dict[int, str] = {}  # children in flight, for their Events
+
+    # -- identity --------------------------------------------------------------------
+
+    def owner(self) -> dict:
+        return {"apiVersion": names.SEARCHES.api_version, "kind": names.SEARCHES.kind,
+                "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid}}
+
+    def trial_name(self, index: int) -> str:
+        return names.trial_name(self.name, index)
+
+    # -- the daemon ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while self.search is None:
+            try:
+                await self._start()
+            except SearchFailed as failed:
+                await self._fail_permanently(failed)
+                await self._wait_for_new_generation()
+        while True:
+            try:
+                await self._step()
+            except SearchFailed as failed:
+                await self._fail_permanently(failed)
+            await self._wait()
+
+    async def _start(self) -> None:
+        self.seen_generation = self.body["metadata"].get("generation")
+        self.failure = None
+        spec = parse_spec(self.body)
+        if spec.trial.kind == "Tabular":
+            try:
+                self.evaluate_table = TabularEvaluator(spec.trial.tabular)
+            except specs.SpecError as error:
+                raise SearchFailed("InvalidSpec", str(error)) from None
+        data = await read_checkpoint(self.client, search=self.owner())
+        if data is None:
+            search = Search(spec)
+            self.search, self.spec = search, spec
+            await self._checkpoint()
+            self._event("Started", f"controller initialised from seed {spec.seed}: {spec.max_trials} children, "
+                                   f"{spec.parallelism} at a time, a policy update every {spec.controller.batch_size}")
+        else:
+            try:
+                search = Search.restore(spec, data)
+            except CheckpointMismatch as error:
+                raise SearchFailed("CheckpointMismatch", str(error)) from None
+            search.max_trials = spec.max_trials
+            self.search, self.spec = search, spec
+            await self._replay()
+            self._event("Resumed", f"from policy version {search.controller.version}: "
+                                   f"{search.counters.created} children created, {len(search.in_flight)} in flight")
+
+    async def _replay(self) -> None:
+        """Catch the restored engine up with what happened after its checkpoint."""
+        search = self.search
+        trials = await self.client.list(names.TRIALS, namespace=self.namespace,
+                                        label_selector=f"{names.LABEL_SEARCH}={self.name}")
+        recorded = {t["spec"]["index"]: t for t in trials if owned_by(t, self.uid)}
+        last = max(recorded, default=-1)
+        while search.next_index <= last:  # children created since the checkpoint: same RNG, same children
+            ticket = search.ask()
+            if ticket is None:
+                break
+            trial = recorded.get(ticket.index)
+            if trial is not None and trial["spec"]["architecture"] != ticket.architecture:
+                raise SearchFailed("ReplayMismatch", f"NASTrial {trial['metadata']['name']} does not match the "
+                                                     "child the restored controller samples for its index")
+        for index in sorted(search.in_flight):  # results recorded since the checkpoint
+            status = (recorded.get(index) or {}).get("status") or {}
+            if status.get("phase") in TERMINAL and isinstance(status.get("result"), dict):
+                outcome = search.tell(index, status["result"])
+                if outcome is not None and outcome.update is not None:
+                    await self._checkpoint()
+        jobs = {}
+        if self.spec.trial.kind == "Job":
+            for job in await self.client.list(names.JOBS, namespace=self.namespace,
+                                              label_selector=f"{names.LABEL_SEARCH}={self.name}"):
+                index = int(job["metadata"]["labels"][names.LABEL_TRIAL_INDEX])
+                if job["metadata"]["name"] == self.trial_name(index) and index in search.in_flight:
+                    jobs[index] = job
+        for index in sorted(search.in_flight):  # adopt the running, recreate the missing
+            ticket = search.in_flight[index]
+            if index in jobs:
+                self.events.put_nowait(JobEvent(index, jobs[index], deleted=False))
+            else:
+                await self._create_child(ticket, trial=recorded.get(index))
+
+    async def _step(self) -> None:
+        self._refresh_spec()
+        while not self.events.empty():
+            await self._on_job(self.events.get_nowait())
+        phase, reason, message = self._decide()
+        if phase == "Running":
+            while len(self.search.in_flight) < self.spec.parallelism and not self.search.exhausted:
+                await self._create_child(self.search.ask())
+                while not self.events.empty():  # results keep flowing while hundreds are created
+                    await self._on_job(self.events.get_nowait())
+            phase, reason, message = self._decide()
+        await self._publish(phase, reason, message)
+
+    async def _wait(self) -> None:
+        timeout = self.settings.status_interval if self.dirty else self.settings.idle_wake
+        getter = asyncio.ensure_future(self.events.get())
+        waker = asyncio.ensure_future(self.wake.wait())
+        try:
+            done, _ = await asyncio.wait([getter, waker], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            self.events.put_nowait(getter.result())  # processed in order by the next step
+        self.wake.clear()
+
+    async def _wait_for_new_generation(self) -> None:
+        while self.body["metadata"].get("generation") == self.seen_generation:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.idle_wake)
+            self.wake.clear()
+
+    # -- spec and phase --------------------------------------------------------------
+
+    def _refresh_spec(self) -> None:
+        """Take the live spec's changeable fields (maxTrials, parallelism, suspend,
+        maxFailedTrials, the trial template); the space, controller, reward and seed
+        are fixed for the search's life."""
+        generation = self.body["metadata"].get("generation")
+        if generation == self.seen_generation:
+            return
+        self.seen_generation = generation
+        self.dirty = True
+        try:
+            live = parse_spec(self.body)
+        except SearchFailed as failed:
+            self._event("SpecRejected", f"generation {generation} ignored: {failed.message}", warning=True)
+            return
+        if Search(live).fingerprint() != self.search.fingerprint():
+            self._event("SpecRejected", f"generation {generation}: searchSpace, controller, reward and seed cannot "
+                                        "change during a search; the rest of the change is taken", warning=True)
+            live = live.model_copy(update={"search_space": self.spec.search_space, "controller": self.spec.controller,
+                                           "reward": self.spec.reward, "seed": self.spec.seed})
+        if live.suspend != self.spec.suspend:
+            self._event("Suspended" if live.suspend else "Resumed",
+                        "spec.suspend is true: no new children" if live.suspend else "spec.suspend is false")
+        self.spec = live
+        self.search.spec = live
+        self.search.max_trials = live.max_trials
+
+    def _decide(self) -> tuple[str, str, str]:
+        search, spec = self.search, self.spec
+        counters = search.counters
+        if self.failure is not None:
+            return "Failed", self.failure.reason, self.failure.message
+        if spec.max_failed_trials is not None and counters.failed > spec.max_failed_trials:
+            return "Failed", "MaxFailedTrialsReached", (
+                f"{counters.failed} children failed, more than maxFailedTrials={spec.max_failed_trials}; "
+                f"no new children ({len(search.in_flight)} still running are recorded)")
+        if search.finished:
+            best = search.best
+            tail = f"; best {self.trial_name(best.index)} reward {best.reward:.4f}" if best else ""
+            return "Succeeded", "AllTrialsDone", f"{counters.succeeded} of {search.max_trials} children succeeded{tail}"
+        if spec.suspend:
+            return "Suspended", "SuspendedBySpec", f"spec.suspend is true; {len(search.in_flight)} running children finish"
+        return "Running", "Searching", (
+            f"{counters.created} of {search.max_trials} children created, {len(search.in_flight)} running")
+
+    # -- children --------------------------------------------------------------------
+
+    async def _create_child(self, ticket: Ticket, *, trial: dict | None = None) -> None:
+        if trial is None:
+            body = children.trial_object(search=self.owner(), ticket=ticket)
+            try:
+                trial = await self.client.create(names.TRIALS, namespace=self.namespace, body=body)
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+                trial = await self.client.get(names.TRIALS, namespace=self.namespace, name=body["metadata"]["name"])
+                if trial is None or not owned_by(trial, self.uid):
+                    raise SearchFailed("NameConflict", f"NASTrial {body['metadata']['name']} exists and belongs to "
+                                                       "another search") from None
+        self.trial_uids[ticket.index] = trial["metadata"]["uid"]
+        if self.evaluate_table is not None:  # Tabular children are table lookups: no Job
+            await self._record(ticket.index, await self.evaluate_table(ticket))
+            return
+        await self._patch_trial(ticket.index, {"phase": "Pending", "job": trial["metadata"]["name"]})
+        job = children.job_object(trial=trial, ticket=ticket, spec=self.spec.trial)
+        try:
+            await self.client.create(names.JOBS, namespace=self.namespace, body=job)
+        except ApiError as error:
+            if error.status != 409:  # 409: made before a restart; its events tell how it went
+                self.logger.error(f"cannot create Job {job['metadata']['name']}: {error}")
+                await self._record(ticket.index, failure("JobRejected", error.message))
+
+    async def _on_job(self, event: JobEvent) -> None:
+        index = event.index
+        if self.search is None or index not in self.search.in_flight:
+            return  # already recorded (events repeat after restarts and relists)
+        if event.deleted:
+            await self._record(index, failure("JobDeleted", "the child's Job was deleted before it finished"))
+        elif results.job_finished(event.job):
+            pods = await self.client.list(names.PODS, namespace=self.namespace,
+                                          label_selector=f"job-name={event.job['metadata']['name']}")
+            result, exit_code = results.job_result(event.job, pods)
+            await self._record(index, result, exit_code=exit_code)
+        elif results.job_started(event.job) and index not in self.marked_running:
+            self.marked_running.add(index)
+            start = (event.job.get("status") or {}).get("startTime") or now()
+            await self._patch_trial(index, {"phase": "Running", "startTime": start})
+
+    async def _record(self, index: int, result: dict, *, exit_code: int | None = None) -> None:
+        """Record a child's verdict in its NASTrial (durable) and then tell the engine."""
+        reward, accuracy, reason = self.search.judge(result)
+        succeeded = reason is None
+        await self._patch_trial(index, {
+            "phase": "Succeeded" if succeeded else "Failed",
+            "reason": "Succeeded" if succeeded else reason,
+            "message": "" if succeeded else str(result.get("message") or "")[:1024],
+            "reward": round(reward, 6) if succeeded else None,
+            "validationAccuracy": accuracy,
+            "exitCode": exit_code,
+            "result": result,
+            "completionTime": now(),
+        })
+        self.marked_running.discard(index)
+        trial_uid = self.trial_uids.pop(index, None)
+        outcome = self.search.tell(index, result)
+        self.dirty = True
+        if outcome is None:
+            return
+        if not succeeded:
+            self.logger.warning(f"child {index} failed: {reason}: {result.get('message', '')}")
+            self._event(reason, f"child {index} failed: {result.get('message', '')}"[:1024], warning=True,
+                        target=self._trial_ref(index, trial_uid))
+        if outcome.update is not None:
+            await self._checkpoint()  # before any child of the new policy exists
+            update = outcome.update
+            if is_milestone(update.version):
+                best = self.search.best
+                self._event("PolicyUpdated", f"policy update {update.version}: mean reward {update.mean_reward:.4f}, "
+                            f"baseline {update.baseline:.4f}, entropy {update.entropy:.3f}"
+                            + (f"; best so far {best.reward:.4f} ({summarize(best.architecture)})" if best else ""))
+
+    async def _patch_trial(self, index: int, status: dict) -> None:
+        try:
+            await self.client.patch(names.TRIALS, namespace=self.namespace, name=self.trial_name(index),
+                                    patch={"status": status}, subresource="status")
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            self.logger.warning(f"NASTrial {self.trial_name(index)} is gone; its result is kept in the checkpoint only")
+
+    async def _checkpoint(self) -> None:
+        search = self.search
+        await write_checkpoint(self.client, search=self.owner(), data=search.to_bytes(),
+                               policy_version=search.controller.version,
+                               told=search.counters.succeeded + search.counters.failed)
+        self.last_checkpoint = now()
+
+    # -- status and Events -----------------------------------------------------------
+
+    async def _publish(self, phase: str, reason: str, message: str) -> None:
+        transition = phase != self.phase
+        if not transition and not (self.dirty and time.monotonic() - self.last_status >= self.settings.status_interval):
+            return
+        status = self.body.get("status") or {}
+        patch = {
+            "observedGeneration": self.seen_generation,
+            "phase": phase,
+            "reason": reason,
+            "message": message,
+            "conditions": conditions_for(previous=status.get("conditions") or [], phase=phase, reason=reason,
+                                         message=message, generation=self.seen_generation),
+            "startTime": status.get("startTime") or now(),
+            "completionTime": (status.get("completionTime") or now()) if phase in TERMINAL else None,
+            "checkpoint": {"configMap": names.checkpoint_name(self.name),
+                           "policyVersion": self.search.controller.version if self.search else 0,
+                           "updateTime": self.last_checkpoint},
+        }
+        if self.search is not None:
+            patch.update(search_status(search=self.search, name=self.name))
+        await self.client.patch(names.SEARCHES, namespace=self.namespace, name=self.name,
+                                patch={"status": patch}, subresource="status")
+        if transition and self.phase and phase in TERMINAL:
+            self._event(reason, message, warning=phase == "Failed")
+        elif transition and phase == "Running" and self.phase in TERMINAL:
+            self._event("Continued", message)  # maxTrials raised, or maxFailedTrials
+        self.phase = phase
+        self.dirty = False
+        self.last_status = time.monotonic()
+
+    async def _fail_permanently(self, failed: SearchFailed) -> None:
+        self.failure = failed
+        self.logger.error(f"search {self.namespace}/{self.name} failed: {failed.reason}: {failed.message}")
+        if self.phase != "Failed":
+            self._event(failed.reason, failed.message, warning=True)
+        await self._publish("Failed", failed.reason, failed.message)
+
+    def _trial_ref(self, index: int, uid: str | None) -> dict:
+        return {"apiVersion": names.TRIALS.api_version, "kind": names.TRIALS.kind,
+                "metadata": {"name": self.trial_name(index), "namespace": self.namespace, "uid": uid}}
+
+    def _event(self, reason: str, message: str, *, warning: bool = False, target: dict | None = None) -> None:
+        body = target or self.owner()
+        (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)

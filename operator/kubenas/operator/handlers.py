@@ -1,0 +1,89 @@
+"""kopf registrations: a daemon per search hosts its driver; Job events are routed to
+the driver of the search that owns the Job. Handlers are thin: the driver decides."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import kopf
+
+from kubenas.operator import names
+from kubenas.operator.connection import Connection
+from kubenas.operator.driver import DriverSettings, JobEvent, SearchDriver
+from kubenas.operator.kube import KubeClient
+
+
+@dataclass
+class OperatorState:
+    connection: Connection | None = None
+    client: KubeClient | None = None
+    driver_settings: DriverSettings = field(default_factory=DriverSettings)
+    drivers: dict[tuple[str, str], SearchDriver] = field(default_factory=dict)
+
+
+STATE = OperatorState()
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+    # Progress and the last-handled spec in annotations: status belongs to the schema.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubenas.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kubenas.io", key="last-handled-configuration")
+    settings.persistence.finalizer = "kubenas.io/finalizer"
+    settings.posting.level = logging.INFO  # Events for the search's milestones
+    # Watches, not polling: a server-side timeout so dead connections are replaced.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # Per-object workers: events of one Job within 0.1 s are handled once (the Job's
+    # latest state is all that matters); idle workers go after 10 s, so 800 children
+    # in flight do not keep 800 idle tasks. No global worker limit (a small one was
+    # seen to stall all processing).
+    settings.batching.batch_window = 0.1
+    settings.batching.idle_timeout = 10.0
+    settings.networking.request_timeout = 60
+    STATE.client = STATE.connection.client()
+
+
+@kopf.on.cleanup()
+async def close(**_: object) -> None:
+    if STATE.client is not None:
+        await STATE.client.close()
+
+
+@kopf.on.login()
+def login(**_: object) -> kopf.ConnectionInfo:
+    return STATE.connection.kopf_info()
+
+
+@kopf.daemon(names.GROUP, names.VERSION, names.SEARCHES.plural, cancellation_timeout=10.0)
+async def drive_search(body: kopf.Body, logger: logging.Logger, **_: object) -> None:
+    key = (body.metadata.namespace, body.metadata.name)
+    driver = SearchDriver(client=STATE.client, body=body, logger=logger, settings=STATE.driver_settings)
+    STATE.drivers[key] = driver
+    try:
+        await driver.run()
+    finally:
+        if STATE.drivers.get(key) is driver:
+            del STATE.drivers[key]
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.SEARCHES.plural)
+def wake_search(body: kopf.Body, **_: object) -> None:
+    """A spec change (suspend, maxTrials…) is acted on at once."""
+    driver = STATE.drivers.get((body.metadata.namespace, body.metadata.name))
+    if driver is not None and body.metadata.get("generation") != driver.seen_generation:
+        driver.wake.set()
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY,
+                                               names.LABEL_SEARCH: kopf.PRESENT})
+def route_job(event: kopf.RawEvent, body: kopf.Body, **_: object) -> None:
+    labels = body.metadata.labels
+    driver = STATE.drivers.get((body.metadata.namespace, labels[names.LABEL_SEARCH]))
+    if driver is None:
+        return  # no driver yet: its start lists the search's Jobs itself
+    index = int(labels[names.LABEL_TRIAL_INDEX])
+    driver.events.put_nowait(JobEvent(index, dict(body), deleted=event.get("type") == "DELETED"))

@@ -1,0 +1,55 @@
+"""A finished child's result, read from its Job and pod as Kubernetes reports them.
+
+The trainer writes its result document to the termination-message file; the kubelet
+puts it in the pod's `containerStatuses[0].state.terminated.message` (at most 4 KiB; the
+trainer's documents are smaller). No sidecar: the pod status is the only channel.
+"""
+
+from __future__ import annotations
+
+from kubenas.evaluators import judge_output
+from kubenas.search import failure
+
+
+def condition(obj: dict, kind: str) -> dict | None:
+    for entry in (obj.get("status") or {}).get("conditions") or []:
+        if entry.get("type") == kind and entry.get("status") == "True":
+            return entry
+    return None
+
+
+def job_finished(job: dict) -> bool:
+    return condition(job, "Complete") is not None or condition(job, "Failed") is not None
+
+
+def job_started(job: dict) -> bool:
+    status = job.get("status") or {}
+    return bool(status.get("active") or status.get("startTime"))
+
+
+def terminated_state(pod: dict) -> dict | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = (container.get("state") or {}).get("terminated")
+        if state:
+            return state
+    return None
+
+
+def job_result(job: dict, pods: list[dict]) -> tuple[dict, int | None]:
+    """(result document, the trainer's exit code or None) of a finished Job."""
+    failed = condition(job, "Failed")
+    if failed is not None and failed.get("reason") == "DeadlineExceeded":
+        deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        return failure("DeadlineExceeded", f"ran longer than activeDeadlineSeconds={deadline}"), None
+    ended = [(pod, state) for pod in pods if (state := terminated_state(pod)) is not None]
+    if not ended:
+        why = (failed or {}).get("message") or "none of its pods reports a terminated trainer container"
+        return failure((failed or {}).get("reason") or "PodMissing", why), None
+    # The last pod tried is the one whose verdict stands (earlier ones were retries).
+    pod, state = max(ended, key=lambda item: (item[1].get("finishedAt") or "", item[0]["metadata"]["name"]))
+    exit_code = int(state.get("exitCode", 1))
+    if state.get("reason") == "OOMKilled":
+        return failure("OOMKilled", f"pod {pod['metadata']['name']} ran out of memory (exit code {exit_code})"), exit_code
+    if condition(job, "Complete") is None and exit_code == 0:
+        return failure((failed or {}).get("reason") or "Failed", (failed or {}).get("message") or ""), exit_code
+    return judge_output(state.get("message"), exit_code=exit_code, source="termination message"), exit_code

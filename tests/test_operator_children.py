@@ -1,0 +1,150 @@
+"""The operator's pure parts: child objects, result reading, names, status."""
+
+import json
+
+import pytest
+
+from kubenas import spec as specs
+from kubenas.operator import children, names, results
+from kubenas.operator.driver import is_milestone
+from kubenas.operator.status import conditions_for
+from kubenas.search import Search
+from tests.helpers import manifest
+
+SEARCH = {"apiVersion": "kubenas.io/v1alpha1", "kind": "NeuralArchitectureSearch",
+          "metadata": {"name": "digits", "namespace": "team-a", "uid": "search-uid"}}
+
+
+def _child(**trial_overrides):
+    doc = manifest({"maxTrials": 4})
+    doc["spec"]["trial"].update(trial_overrides)
+    spec = specs.parse_manifest(doc).spec
+    ticket = Search(spec).ask()
+    trial = children.trial_object(search=SEARCH, ticket=ticket)
+    trial["metadata"]["uid"] = "trial-uid"
+    return spec, ticket, trial
+
+
+def test_trial_records_the_sample_and_is_owned_by_the_search():
+    _, ticket, trial = _child()
+    assert trial["metadata"]["name"] == "digits-0"
+    assert trial["metadata"]["ownerReferences"][0]["uid"] == "search-uid"
+    assert trial["metadata"]["labels"][names.LABEL_TRIAL_INDEX] == "0"
+    assert trial["spec"]["architecture"] == ticket.architecture
+    assert trial["spec"]["actions"] == ticket.actions
+    assert trial["spec"]["logProb"] == ticket.log_prob
+
+
+def test_job_carries_architecture_limits_and_conventions():
+    spec, ticket, trial = _child(backoffLimit=2, activeDeadlineSeconds=60, ttlSecondsAfterFinished=30)
+    job = children.job_object(trial=trial, ticket=ticket, spec=spec.trial)
+    assert job["metadata"]["ownerReferences"] == [{
+        "apiVersion": "kubenas.io/v1alpha1", "kind": "NASTrial", "name": "digits-0", "uid": "trial-uid",
+        "controller": True, "blockOwnerDeletion": True}]
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 60
+    assert job["spec"]["ttlSecondsAfterFinished"] == 30
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["restartPolicy"] == "Never"
+    trainer = pod["containers"][0]
+    assert trainer["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = {e["name"]: e["value"] for e in trainer["env"]}
+    assert json.loads(env["KUBENAS_ARCHITECTURE"]) == ticket.architecture
+    assert env["KUBENAS_RESULT_FILE"] == "/dev/termination-log"
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["kubenas.io/search"] == "digits" and labels["app.kubernetes.io/managed-by"] == "kubenas"
+
+
+def test_resources_from_the_template_reach_the_trainer():
+    doc = manifest({"maxTrials": 4})
+    doc["spec"]["trial"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    spec = specs.parse_manifest(doc).spec
+    ticket = Search(spec).ask()
+    trial = children.trial_object(search=SEARCH, ticket=ticket)
+    trial["metadata"]["uid"] = "u"
+    job = children.job_object(trial=trial, ticket=ticket, spec=spec.trial)
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("ports", [{"containerPort": "http"}], "V1ContainerPort.containerPort"),
+    ("volumeMounts", [{"mountPath": "/data"}], "V1VolumeMount.name"),
+])
+def test_malformed_template_is_caught_before_the_api(field, value, named):
+    doc = manifest({"maxTrials": 4})
+    doc["spec"]["trial"]["template"]["spec"]["containers"][0][field] = value
+    spec = specs.parse_manifest(doc).spec
+    with pytest.raises(children.TemplateError, match=named):
+        children.check_template(spec.trial)
+
+
+def test_long_search_names_keep_child_names_within_a_label_value():
+    name = "a" * 63
+    child = names.trial_name(name, 12799)
+    assert len(child) + 6 <= 63  # a pod adds "-xxxxx"
+    assert names.trial_name(name, 1) != names.trial_name("a" * 62 + "b", 1)
+
+
+def _job(condition=None, reason=None, deadline=None):
+    job = {"metadata": {"name": "digits-0"}, "spec": {"activeDeadlineSeconds": deadline}, "status": {}}
+    if condition:
+        job["status"]["conditions"] = [{"type": condition, "status": "True", "reason": reason, "message": "m"}]
+    return job
+
+
+def _pod(name, *, exit_code, message="", reason=None, finished="2026-01-01T00:00:00Z"):
+    terminated = {"exitCode": exit_code, "message": message, "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+                  "finishedAt": finished}
+    return {"metadata": {"name": name}, "status": {"containerStatuses": [{"state": {"terminated": terminated}}]}}
+
+
+GOOD = json.dumps({"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Succeeded",
+                   "validationAccuracy": [0.5, 0.9]})
+
+
+def test_result_from_the_termination_message():
+    result, code = results.job_result(_job("Complete"), [_pod("p", exit_code=0, message=GOOD)])
+    assert result["status"] == "Succeeded" and result["validationAccuracy"] == [0.5, 0.9] and code == 0
+
+
+@pytest.mark.parametrize("job, pods, reason", [
+    (_job("Failed", "DeadlineExceeded", 30), [], "DeadlineExceeded"),
+    (_job("Failed", "BackoffLimitExceeded"), [_pod("p", exit_code=3, message="Traceback\nboom")], "Error"),
+    (_job("Failed", "BackoffLimitExceeded"), [_pod("p", exit_code=137, reason="OOMKilled")], "OOMKilled"),
+    (_job("Complete"), [_pod("p", exit_code=0, message="")], "MissingResult"),
+    (_job("Complete"), [_pod("p", exit_code=0, message="{not json")], "MalformedResult"),
+    (_job("Failed", "BackoffLimitExceeded"), [], "BackoffLimitExceeded"),
+])
+def test_failed_children_are_named(job, pods, reason):
+    result, _ = results.job_result(job, pods)
+    assert result["status"] == "Failed" and result["reason"] == reason
+
+
+def test_the_last_retry_decides():
+    pods = [_pod("a", exit_code=1, finished="2026-01-01T00:00:00Z"),
+            _pod("b", exit_code=0, message=GOOD, finished="2026-01-01T00:01:00Z")]
+    result, code = results.job_result(_job("Complete"), pods)
+    assert result["status"] == "Succeeded" and code == 0
+
+
+def test_trainer_named_failure_is_kept():
+    message = json.dumps({"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Failed",
+                          "reason": "Diverged", "message": "loss is nan"})
+    result, code = results.job_result(_job("Failed", "BackoffLimitExceeded"), [_pod("p", exit_code=5, message=message)])
+    assert result["reason"] == "Diverged" and code == 5
+
+
+def test_conditions_move_only_on_change():
+    first = conditions_for(previous=[], phase="Running", reason="Searching", message="m", generation=1)
+    assert [c["status"] for c in first] == ["True", "False", "False", "False"]
+    again = conditions_for(previous=first, phase="Running", reason="Searching", message="m2", generation=2)
+    assert again[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert again[0]["observedGeneration"] == 2
+    done = conditions_for(previous=again, phase="Succeeded", reason="AllTrialsDone", message="ok", generation=2)
+    assert {c["type"]: c["status"] for c in done} == {"Running": "False", "Suspended": "False",
+                                                      "Succeeded": "True", "Failed": "False"}
+
+
+def test_policy_update_milestones():
+    assert [n for n in range(1, 250) if is_milestone(n)] == [1, 2, 5, 10, 20, 50, 100, 200]
