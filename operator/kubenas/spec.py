@@ -187,8 +187,8 @@ class Reward(_Model):
 
 
 class EnvVar(_Model):
-    name: str = Field(min_length=1)
-    value: str = ""
+    name: str = Field(min_length=1, description="Name of the environment variable.")
+    value: str = Field("", description="Its value.")
 
 
 class Container(BaseModel):
@@ -196,12 +196,16 @@ class Container(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field("trainer", min_length=1)
-    image: str | None = None
-    command: list[str] = Field(default_factory=list)
-    args: list[str] = Field(default_factory=list)
-    env: list[EnvVar] = Field(default_factory=list)
-    resources: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("trainer", min_length=1, description="Name of the container.")
+    image: str | None = Field(None, description="Container image (local runs ignore it).")
+    command: list[str] = Field(
+        default_factory=list, description="Entrypoint; empty: the image's (locally: `python -m kubenas_trainer`)."
+    )
+    args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint (the trainer's options).")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables of the container.")
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="Compute resources (`requests`, `limits`) of each child, as in any pod."
+    )
 
 
 class PodSpec(BaseModel):
@@ -213,8 +217,10 @@ class PodSpec(BaseModel):
 class PodTemplate(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: PodSpec
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Labels and annotations of each child's pod.")
+    spec: PodSpec = Field(
+        description="A Kubernetes PodSpec: the fields kubenas reads are typed, the others (volumes, ...) pass through."
+    )
 
 
 class Tabular(_Model):
@@ -270,8 +276,12 @@ class SearchSpec(_Model):
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
-    namespace: str | None = None
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Name of the search: a DNS label (lowercase letters, digits and '-', at most 63 characters).",
+    )
+    namespace: str | None = Field(None, description="Namespace of the search and its children.")
 
 
 class NeuralArchitectureSearch(BaseModel):
