@@ -21,13 +21,13 @@ def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = 
     handlers.STATE.connection = load_connection(kubeconfig=kubeconfig, context=context)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
-    if not verbose:
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not verbose:  # kopf logs every handled Job event at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(kopf.operator(
         registry=kopf.get_default_registry(),
         standalone=True,  # no peering objects: run one replica (the Deployment's strategy is Recreate)
         clusterwide=not namespaces,
-        namespaces=namespaces or None,
+        namespaces=namespaces,
         liveness_endpoint=liveness,
     ))
     return 0

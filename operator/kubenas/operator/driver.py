@@ -409,4 +409,6 @@ class SearchDriver:
 
     def _event(self, reason: str, message: str, *, warning: bool = False, target: dict | None = None) -> None:
         body = target or self.owner()
-        (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+        # kopf.event, not kopf.info: posting.level stays at WARNING so that kopf's own
+        # per-handler log lines do not become an Event per Job change.
+        kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message)

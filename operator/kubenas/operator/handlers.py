@@ -32,7 +32,8 @@ async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kubenas.io", key="last-handled-configuration")
     settings.persistence.finalizer = "kubenas.io/finalizer"
-    settings.posting.level = logging.INFO  # Events for the search's milestones
+    settings.posting.reporting_component = "kubenas-operator"  # Events' "From"
+    settings.posting.level = logging.WARNING  # log lines that become Events; milestones use kopf.event
     # Watches, not polling: a server-side timeout so dead connections are replaced.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -1,0 +1,217 @@
+"""The operator end to end: kubectl, the emulated cluster (API server, Job controller,
+kubelet running each pod's command as a subprocess) and `kubenas operator` processes."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubenas.search import Search
+from kubenas import spec as specs
+from tests.cluster_harness import (CRDS, NAS, TRIALS, ClusterThread, OperatorProcess, apply, kubectl_available,
+                                   search_manifest, wait_for)
+
+pytestmark = pytest.mark.skipif(not kubectl_available(), reason="kubectl is not on PATH")
+NS = "e2e"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    cluster = ClusterThread(workdir=tmp_path_factory.mktemp("cluster")).start()
+    cluster.kubectl("apply", "-f", str(CRDS))
+    for namespace in (NS, "restart", "straight"):
+        apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: ClusterThread, tmp_path_factory: pytest.TempPathFactory):
+    process = OperatorProcess(cluster=cluster, namespace=NS, log=tmp_path_factory.mktemp("operator") / "log").start()
+    yield process
+    process.stop()
+
+
+def search(cluster: ClusterThread, name: str, namespace: str = NS) -> dict:
+    return cluster.get(f"{NAS.format(ns=namespace)}/{name}")
+
+
+def trials(cluster: ClusterThread, name: str, namespace: str = NS) -> list[dict]:
+    found = cluster.items(TRIALS.format(ns=namespace), labelSelector=f"kubenas.io/search={name}")
+    return sorted(found, key=lambda t: t["spec"]["index"])
+
+
+def phase(cluster: ClusterThread, name: str, namespace: str = NS) -> str | None:
+    return ((search(cluster, name, namespace) or {}).get("status") or {}).get("phase")
+
+
+def wait_phase(cluster, name, wanted, *, operator, namespace=NS, timeout=90.0) -> dict:
+    wait_for(lambda: phase(cluster, name, namespace) == wanted, timeout=timeout,
+             what=f"{namespace}/{name} to be {wanted} (is {phase(cluster, name, namespace)})", operator=operator)
+    return search(cluster, name, namespace)
+
+
+def condition(status: dict, kind: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def test_search_with_the_real_trainer_records_every_child(cluster, operator):
+    apply(cluster, search_manifest("digits", namespace=NS, trainer="real"))
+    found = wait_phase(cluster, "digits", "Succeeded", operator=operator, timeout=180)
+    status = found["status"]
+    children = trials(cluster, "digits")
+    assert [t["spec"]["index"] for t in children] == [0, 1, 2, 3]
+    assert all(t["status"]["phase"] == "Succeeded" for t in children)
+    assert all(t["status"]["result"]["dataset"] == "digits" for t in children)
+    best = max(children, key=lambda t: t["status"]["reward"])
+    assert status["best"]["trial"] == best["metadata"]["name"]
+    assert status["best"]["reward"] == pytest.approx(best["status"]["reward"])
+    assert status["trials"] == {"created": 4, "running": 0, "succeeded": 4, "failed": 0}
+    assert status["progress"] == "4/4"
+    assert status["controller"]["policyUpdates"] == 2  # 4 results, a batch of 2
+    assert status["observedGeneration"] == found["metadata"]["generation"]
+    assert condition(status, "Succeeded")["status"] == "True"
+    assert condition(status, "Running")["status"] == "False"
+    # The durable policy: owned by the search, at the last update's version.
+    policy = cluster.get(f"/api/v1/namespaces/{NS}/configmaps/digits-policy")
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == found["metadata"]["uid"]
+    assert policy["data"]["policyVersion"] == "2"
+    spec = specs.parse_manifest(search_manifest("digits", namespace=NS, trainer="real")).spec
+    restored = Search.restore(spec, base64.b64decode(policy["binaryData"]["checkpoint.pt"]))
+    assert restored.controller.version == 2
+    # Children are Jobs owned by their trials, with the conventions.
+    jobs = cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=digits")
+    assert sorted(j["metadata"]["name"] for j in jobs) == [f"digits-{i}" for i in range(4)]
+    pod_spec = jobs[0]["spec"]["template"]["spec"]
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    reasons = {e["reason"] for e in cluster.items(f"/api/v1/namespaces/{NS}/events",
+                                                 fieldSelector="involvedObject.name=digits")}
+    assert {"Started", "PolicyUpdated", "AllTrialsDone"} <= reasons
+
+    # kubectl: printer columns, describe, and raising maxTrials continues a finished search.
+    table = cluster.kubectl("get", "nas", "-n", NS).stdout
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "DONE", "RUNNING", "FAILED", "BEST", "REWARD", "AGE"]
+    assert "digits" in table and "Succeeded" in table and "4/4" in table
+    assert "Index" in cluster.kubectl("get", "nastrials", "-n", NS).stdout.title()
+    described = cluster.kubectl("describe", "nas", "digits", "-n", NS).stdout
+    assert "AllTrialsDone" in described and "Events:" in described
+    cluster.kubectl("patch", "nas", "digits", "-n", NS, "--type=merge", "-p", '{"spec": {"maxTrials": 6}}')
+    wait_for(lambda: (search(cluster, "digits")["status"].get("trials") or {}).get("succeeded") == 6
+             and phase(cluster, "digits") == "Succeeded", timeout=60,
+             what=lambda: f"6 children after raising maxTrials: {search(cluster, 'digits')}",
+             operator=operator)
+    assert search(cluster, "digits")["status"]["controller"]["policyUpdates"] == 3
+
+    # Deleting the search deletes its trials, jobs, pods and policy through owner references.
+    cluster.kubectl("delete", "nas", "digits", "-n", NS, "--timeout=60s")
+    wait_for(lambda: not trials(cluster, "digits")
+             and not cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=digits")
+             and not cluster.items(f"/api/v1/namespaces/{NS}/pods", labelSelector="kubenas.io/search=digits")
+             and cluster.get(f"/api/v1/namespaces/{NS}/configmaps/digits-policy") is None,
+             timeout=30, what="the search's children to be garbage-collected", operator=operator)
+
+
+def test_suspend_stops_new_children_and_resume_finishes(cluster, operator):
+    apply(cluster, search_manifest("pausing", namespace=NS, env={"FAKE_SECONDS": "1.5"}, maxTrials=6))
+    wait_for(lambda: len(trials(cluster, "pausing")) >= 2, timeout=30, what="first children", operator=operator)
+    cluster.merge_patch(f"{NAS.format(ns=NS)}/pausing", {"spec": {"suspend": True}})
+    found = wait_phase(cluster, "pausing", "Suspended", operator=operator)
+    assert condition(found["status"], "Suspended")["status"] == "True"
+    # Running children finish and are recorded; no new one is created.
+    wait_for(lambda: (search(cluster, "pausing")["status"]["trials"]["running"] == 0), timeout=30,
+             what="running children to finish", operator=operator)
+    created = len(trials(cluster, "pausing"))
+    assert created < 6
+    assert all(t["status"]["phase"] == "Succeeded" for t in trials(cluster, "pausing"))
+    cluster.merge_patch(f"{NAS.format(ns=NS)}/pausing", {"spec": {"suspend": False}})
+    wait_phase(cluster, "pausing", "Succeeded", operator=operator, timeout=60)
+    assert len(trials(cluster, "pausing")) == 6
+
+
+@pytest.mark.parametrize("mode, reason", [("exit1", "Error"), ("noresult", "MissingResult"),
+                                          ("failodd", "InvalidArchitecture")])
+def test_failing_children_are_recorded_and_the_search_goes_on(cluster, operator, mode, reason):
+    name = f"failing-{mode}"
+    apply(cluster, search_manifest(name, namespace=NS, env={"FAKE_MODE": mode}))
+    found = wait_phase(cluster, name, "Succeeded", operator=operator)
+    children = trials(cluster, name)
+    failed = [t for t in children if t["status"]["phase"] == "Failed"]
+    assert failed and all(t["status"]["reason"] == reason for t in failed)
+    assert found["status"]["trials"]["failed"] == len(failed)
+    if mode == "exit1":
+        assert failed[0]["status"]["exitCode"] == 1
+    events = cluster.items(f"/api/v1/namespaces/{NS}/events", fieldSelector=f"involvedObject.name={failed[0]['metadata']['name']}")
+    assert any(e["reason"] == reason and e["type"] == "Warning" for e in events)
+
+
+def test_max_failed_trials_fails_the_search(cluster, operator):
+    apply(cluster, search_manifest("doomed", namespace=NS, env={"FAKE_MODE": "exit1"}, maxTrials=8,
+                                   maxFailedTrials=1))
+    found = wait_phase(cluster, "doomed", "Failed", operator=operator)
+    failed = condition(found["status"], "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "MaxFailedTrialsReached"
+    assert "maxFailedTrials=1" in failed["message"]
+    wait_for(lambda: search(cluster, "doomed")["status"]["trials"]["running"] == 0, timeout=30,
+             what="children in flight to be recorded", operator=operator)
+    assert len(trials(cluster, "doomed")) < 8
+
+
+def test_a_spec_violating_the_schema_is_rejected_naming_the_field(cluster):
+    document = search_manifest("bad", namespace=NS, controller={"batchSize": 0})
+    done = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(document), check=False)
+    assert done.returncode != 0
+    assert "spec.controller.batchSize" in done.stderr
+    assert search(cluster, "bad") is None
+
+
+def test_what_the_schema_cannot_say_fails_with_a_condition(cluster, operator):
+    document = search_manifest("impossible", namespace=NS)
+    document["spec"]["searchSpace"]["macroCNN"]["depth"].update(initialLayers=4, maxLayers=2)
+    apply(cluster, document)
+    found = wait_phase(cluster, "impossible", "Failed", operator=operator, timeout=30)
+    failed = condition(found["status"], "Failed")
+    assert failed["reason"] == "InvalidSpec" and "maxLayers" in failed["message"]
+    assert not trials(cluster, "impossible")
+
+
+def _architectures(cluster, name, namespace) -> list:
+    return [t["spec"]["architecture"] for t in trials(cluster, name, namespace)]
+
+
+def test_operator_killed_mid_search_continues_exactly(cluster, tmp_path: Path):
+    """With one child at a time and deterministic results, the children sampled are a
+    function of the seed: a search whose operator is SIGKILLed twice samples exactly
+    the children of one that ran straight through, each once."""
+    spec = dict(maxTrials=10, parallelism=1, env={"FAKE_SECONDS": "0.3"})
+    straight = OperatorProcess(cluster=cluster, namespace="straight", log=tmp_path / "straight.log").start()
+    try:
+        apply(cluster, search_manifest("exact", namespace="straight", **spec))
+        wait_phase(cluster, "exact", "Succeeded", operator=straight, namespace="straight", timeout=120)
+    finally:
+        straight.stop()
+    operator = OperatorProcess(cluster=cluster, namespace="restart", log=tmp_path / "restart.log").start()
+    apply(cluster, search_manifest("exact", namespace="restart", **spec))
+    for kill_after in (3, 7):
+        wait_for(lambda: len(trials(cluster, "exact", "restart")) >= kill_after, timeout=60,
+                 what=f"{kill_after} children", operator=operator)
+        operator.kill()
+        operator.start()
+    try:
+        found = wait_phase(cluster, "exact", "Succeeded", operator=operator, namespace="restart", timeout=120)
+    finally:
+        operator.stop()
+    children = trials(cluster, "exact", "restart")
+    assert [t["spec"]["index"] for t in children] == list(range(10))
+    assert _architectures(cluster, "exact", "restart") == _architectures(cluster, "exact", "straight")
+    jobs = cluster.items("/apis/batch/v1/namespaces/restart/jobs", labelSelector="kubenas.io/search=exact")
+    assert len(jobs) == 10
+    pods = cluster.items("/api/v1/namespaces/restart/pods", labelSelector="kubenas.io/search=exact")
+    assert len(pods) == 10  # no child ran twice
+    assert found["status"]["trials"] == {"created": 10, "running": 0, "succeeded": 10, "failed": 0}
+    assert found["status"]["controller"]["policyUpdates"] == 5
+    straight_status = search(cluster, "exact", "straight")["status"]
+    assert found["status"]["best"] == straight_status["best"]
