@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.kubenas-installed
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test bench crds clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/controller_speed.py
 	$(BIN)/python benchmarks/nb201_reinforce_vs_random.py
 	$(BIN)/python benchmarks/digits_demo.py
+
+# Regenerate manifests/crds/ from operator/kubenas/spec.py (tests fail when they are stale).
+crds: $(STAMP)
+	$(BIN)/python -m kubenas.crds
 
 clean:
 	rm -rf $(VENV) runs

@@ -218,6 +218,23 @@ def test_unexpected_exception_is_internal_error_exit_1(tmp_path: Path, monkeypat
     assert json.loads(result_file.read_text())["reason"] == "InternalError"
 
 
+def test_out_of_device_memory_is_named_exit_6(tmp_path: Path, monkeypatch, capsys):
+    import torch
+
+    import kubenas_trainer.train
+
+    def too_big(**_):  # what a GPU raised for an oversized child (see benchmarks/gpu_check.sh)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB. GPU 0 has 79 GiB")
+
+    monkeypatch.setattr(kubenas_trainer.train, "train", too_big)
+    result_file = tmp_path / "result.json"
+    code = cli.main(["--architecture", json.dumps(TINY_ARCH), "--threads", "1", "--result-file", str(result_file)])
+    assert code == 6
+    result = json.loads(result_file.read_text())
+    assert result["reason"] == "OutOfMemory"
+    assert result["message"] == "CUDA out of memory; try a smaller --batch-size"
+
+
 def test_help_exits_0_without_importing_torch():
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from kubenas_trainer.cli import main; code = main(['--help']); "

@@ -15,7 +15,7 @@ import traceback
 from typing import NoReturn
 
 from .architecture import validate_architecture
-from .errors import InternalError, InvalidArchitecture, InvalidArguments, TrainerError
+from .errors import InternalError, InvalidArchitecture, InvalidArguments, OutOfMemory, TrainerError
 from .result import failure_result, result_json, write_result
 
 PROG = "kubenas-trainer"
@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 0
     except TrainerError as error:
         return _fail(error, result_file=result_file)
-    except Exception as error:  # a bug: keep the traceback for debugging, then report it
+    except Exception as error:
+        if type(error).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
+            first_line = str(error).split(".")[0]
+            return _fail(OutOfMemory(f"{first_line}; try a smaller --batch-size"), result_file=result_file)
+        # a bug: keep the traceback for debugging, then report it
         traceback.print_exc(file=sys.stderr)
         return _fail(InternalError(f"{type(error).__name__}: {error}"), result_file=result_file)
 

@@ -52,3 +52,10 @@ class Diverged(TrainerError):
 
     reason = "Diverged"
     exit_code = 5
+
+
+class OutOfMemory(TrainerError):
+    """The child does not fit in the device's memory (e.g. CUDA out of memory)."""
+
+    reason = "OutOfMemory"
+    exit_code = 6
