@@ -1,4 +1,4 @@
-"""`kubenas` command line: search (local mode), validate, export."""
+"""`kubenas` command line: search (local mode), validate, export, operator, dev-cluster."""
 
 from __future__ import annotations
 
@@ -37,6 +37,22 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, required=True, help="the .py file to write")
     export.add_argument("--in-channels", type=int, default=3, help="image channels build() defaults to (digits: 1)")
     export.add_argument("--num-classes", type=int, default=10, help="classes build() defaults to")
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf) against a cluster")
+    operator.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+    operator.add_argument("--context", help="kubeconfig context (default: the current one)")
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    operator.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    from kubenas.testing import devcluster
+
+    dev_cluster = commands.add_parser(
+        "dev-cluster", help="run an emulated Kubernetes API server, Job controller and kubelet on localhost"
+    )
+    devcluster.add_arguments(dev_cluster)
     return parser
 
 
@@ -49,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
             manifest = specs.load_manifest(args.manifest)
             print(yaml.safe_dump(manifest.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False), end="")
             return EXIT_OK
+        if args.command == "operator":
+            from kubenas.operator import run
+
+            return run(kubeconfig=args.kubeconfig, context=args.context, namespaces=args.namespace,
+                       verbose=args.verbose, liveness=args.liveness)
+        if args.command == "dev-cluster":
+            from kubenas.testing import devcluster
+
+            return devcluster.run(args)
         if args.command == "export":
             from kubenas.export import export_model
 
