@@ -4,6 +4,10 @@ kubelet running each pod's command as a subprocess) and `kubenas operator` proce
 from __future__ import annotations
 
 import base64
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,3 +219,71 @@ def test_operator_killed_mid_search_continues_exactly(cluster, tmp_path: Path):
     assert found["status"]["controller"]["policyUpdates"] == 5
     straight_status = search(cluster, "exact", "straight")["status"]
     assert found["status"]["best"] == straight_status["best"]
+
+
+def test_real_children_running_while_the_operator_is_down_are_collected(cluster, tmp_path: Path):
+    """SIGKILL the operator while real trainers run: the Jobs finish without it, and
+    the restarted operator records them; nothing runs twice, nothing is missing."""
+    namespace = "restart"
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=tmp_path / "operator.log").start()
+    apply(cluster, search_manifest("real-restart", namespace=namespace, trainer="real", maxTrials=6))
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    wait_for(lambda: any(p["status"].get("phase") == "Running"
+                         for p in cluster.items(pods, labelSelector="kubenas.io/search=real-restart")),
+             timeout=60, what="a running child", operator=operator)
+    operator.kill()
+    wait_for(lambda: any(p["status"].get("phase") == "Succeeded"
+                         for p in cluster.items(pods, labelSelector="kubenas.io/search=real-restart")),
+             timeout=60, what="a child to finish while the operator is down")
+    operator.start()
+    try:
+        found = wait_phase(cluster, "real-restart", "Succeeded", operator=operator, namespace=namespace, timeout=120)
+    finally:
+        operator.stop()
+    children = trials(cluster, "real-restart", namespace)
+    assert [t["spec"]["index"] for t in children] == list(range(6))
+    assert all(t["status"]["phase"] == "Succeeded" for t in children)
+    assert len(cluster.items(pods, labelSelector="kubenas.io/search=real-restart")) == 6
+    assert found["status"]["controller"]["policyUpdates"] == 3
+    reasons = [e["reason"] for e in cluster.items(f"/api/v1/namespaces/{namespace}/events",
+                                                  fieldSelector="involvedObject.name=real-restart")]
+    assert "Resumed" in reasons
+
+
+def test_kubectl_against_kubenas_dev_cluster(tmp_path: Path):
+    """The `kubenas dev-cluster` command, as a person runs it, with kubectl."""
+
+    kubeconfig = tmp_path / "kubeconfig"
+    server = subprocess.Popen([sys.executable, "-m", "kubenas.cli", "dev-cluster", "--kubeconfig", str(kubeconfig),
+                               "--workdir", str(tmp_path / "nodes")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not kubeconfig.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kubeconfig.exists(), "dev-cluster wrote no kubeconfig"
+
+        def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+            return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True,
+                                  text=True, timeout=60, input=input)
+
+        assert kubectl("apply", "-f", str(CRDS)).returncode == 0
+        document = search_manifest("by-hand", namespace="default")
+        created = kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
+        assert created.returncode == 0 and "created" in created.stdout, created.stderr
+        listed = kubectl("get", "nas")
+        assert listed.stdout.split("\n")[0].split() == ["NAME", "PHASE", "DONE", "RUNNING", "FAILED", "BEST",
+                                                        "REWARD", "AGE"]
+        assert "by-hand" in listed.stdout
+        described = kubectl("describe", "nas", "by-hand")
+        assert "Max Trials:" in described.stdout and "Name:         by-hand" in described.stdout
+        explained = kubectl("explain", "nas.spec.controller.batchSize")
+        assert "policy update" in explained.stdout.lower() or "children per" in explained.stdout.lower()
+        deleted = kubectl("delete", "nas", "by-hand", "--timeout=30s")
+        assert deleted.returncode == 0 and "deleted" in deleted.stdout
+        assert "NotFound" in kubectl("get", "nas", "by-hand").stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0, output
+    assert "kubectl" in output  # it told the person how to use it
