@@ -287,3 +287,72 @@ def test_kubectl_against_kubenas_dev_cluster(tmp_path: Path):
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output
     assert "kubectl" in output  # it told the person how to use it
+
+
+def test_fixing_an_invalid_spec_retries_it(cluster, operator):
+    document = search_manifest("fixable", namespace=NS)
+    document["spec"]["searchSpace"]["macroCNN"]["filterHeights"] = [1, 2]  # even sizes: pydantic, not the schema
+    apply(cluster, document)
+    failed = condition(wait_phase(cluster, "fixable", "Failed", operator=operator)["status"], "Failed")
+    assert failed["reason"] == "InvalidSpec" and "filterHeights" in failed["message"]
+    cluster.merge_patch(f"{NAS.format(ns=NS)}/fixable", {"spec": {"searchSpace": {"macroCNN": {"filterHeights": [1, 3]}}}})
+    found = wait_phase(cluster, "fixable", "Succeeded", operator=operator)
+    assert found["status"]["trials"]["succeeded"] == 4
+    assert condition(found["status"], "Failed")["status"] == "False"
+
+
+def test_fixed_fields_cannot_change_but_the_rest_is_taken(cluster, operator):
+    apply(cluster, search_manifest("steady", namespace=NS, suspend=True))
+    wait_phase(cluster, "steady", "Suspended", operator=operator)
+    cluster.merge_patch(f"{NAS.format(ns=NS)}/steady",
+                        {"spec": {"controller": {"lstmSize": 64}, "maxTrials": 2, "suspend": False}})
+    found = wait_phase(cluster, "steady", "Succeeded", operator=operator)
+    assert found["status"]["trials"]["created"] == 2  # maxTrials and suspend were taken
+    events = cluster.items(f"/api/v1/namespaces/{NS}/events", fieldSelector="involvedObject.name=steady")
+    rejected = [e for e in events if e["reason"] == "SpecRejected"]
+    assert rejected and rejected[0]["type"] == "Warning" and "controller" in rejected[0]["message"]
+
+
+def test_raising_max_failed_trials_continues_a_failed_search(cluster, operator):
+    apply(cluster, search_manifest("second-chance", namespace=NS, env={"FAKE_MODE": "failodd"}, maxFailedTrials=0))
+    wait_phase(cluster, "second-chance", "Failed", operator=operator)
+    cluster.merge_patch(f"{NAS.format(ns=NS)}/second-chance", {"spec": {"maxFailedTrials": 10}})
+    found = wait_phase(cluster, "second-chance", "Succeeded", operator=operator)
+    assert found["status"]["trials"]["created"] == 4
+    reasons = {e["reason"] for e in cluster.items(f"/api/v1/namespaces/{NS}/events",
+                                                  fieldSelector="involvedObject.name=second-chance")}
+    assert {"MaxFailedTrialsReached", "Continued", "AllTrialsDone"} <= reasons
+
+
+def test_a_deleted_job_fails_its_child_and_the_search_goes_on(cluster, operator):
+    apply(cluster, search_manifest("interrupted", namespace=NS, env={"FAKE_SECONDS": "30"}, maxTrials=1,
+                                   parallelism=1))
+    wait_for(lambda: cluster.get(f"/apis/batch/v1/namespaces/{NS}/jobs/interrupted-0"), timeout=30,
+             what="the child's Job", operator=operator)
+    cluster.kubectl("delete", "job", "interrupted-0", "-n", NS, "--wait=false")
+    found = wait_phase(cluster, "interrupted", "Succeeded", operator=operator)
+    child = trials(cluster, "interrupted")[0]
+    assert child["status"]["phase"] == "Failed" and child["status"]["reason"] == "JobDeleted"
+    assert found["status"]["trials"]["failed"] == 1
+
+
+def test_tabular_children_need_no_jobs(cluster, operator, tmp_path: Path):
+    import itertools
+
+    from kubenas_trainer.architecture import NB201_OPERATIONS, cell_string
+
+    table = tmp_path / "table.csv"
+    rows = ["cellstr,cifar10-val"] + [
+        f"{cell_string(edges)},{50 + 10 * edges.count('nor_conv_3x3'):.1f}"
+        for edges in itertools.product(NB201_OPERATIONS, repeat=6)]
+    table.write_text("\n".join(rows) + "\n")
+    document = search_manifest("table", namespace=NS, maxTrials=40, parallelism=8)
+    document["spec"]["searchSpace"] = {"type": "NB201Cell"}
+    document["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": str(table)}}
+    apply(cluster, document)
+    found = wait_phase(cluster, "table", "Succeeded", operator=operator)
+    assert found["status"]["trials"]["succeeded"] == 40
+    assert found["status"]["controller"]["policyUpdates"] == 20
+    assert not cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=table")
+    best = max(trials(cluster, "table"), key=lambda t: t["status"]["reward"])
+    assert found["status"]["best"]["index"] == best["spec"]["index"]

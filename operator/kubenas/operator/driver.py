@@ -199,10 +199,12 @@ class SearchDriver:
             await self._on_job(self.events.get_nowait())
         phase, reason, message = self._decide()
         if phase == "Running":
+            await self._publish(phase, reason, message)
             while len(self.search.in_flight) < self.spec.parallelism and not self.search.exhausted:
                 await self._create_child(self.search.ask())
                 while not self.events.empty():  # results keep flowing while hundreds are created
                     await self._on_job(self.events.get_nowait())
+                await self._publish(*self._decide())  # at most once a second: a long burst shows progress
             phase, reason, message = self._decide()
         await self._publish(phase, reason, message)
 
