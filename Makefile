@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/controller_speed.py
 	$(BIN)/python benchmarks/nb201_reinforce_vs_random.py
 	$(BIN)/python benchmarks/digits_demo.py
+	$(BIN)/python benchmarks/operator_scale.py
 
 # Regenerate manifests/crds/ from operator/kubenas/spec.py (tests fail when they are stale).
 crds: $(STAMP)
