@@ -18,7 +18,8 @@ def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = 
     from kubenas.operator import handlers
     from kubenas.operator.connection import load_connection
 
-    handlers.STATE.connection = load_connection(kubeconfig=kubeconfig, context=context)
+    handlers.STATE.load_connection = lambda: load_connection(kubeconfig=kubeconfig, context=context)
+    handlers.STATE.connection = handlers.STATE.load_connection()  # fails early on bad credentials
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     if not verbose:  # kopf logs every handled Job event at INFO

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import kopf
@@ -28,10 +29,10 @@ class Connection:
             insecure=self.insecure, default_namespace=self.namespace,
         )
 
-    def client(self) -> KubeClient:
+    def client(self, *, fresh_token: Callable[[], str | None] | None = None) -> KubeClient:
         return KubeClient.connect(
             server=self.server, token=self.token, ca_path=self.ca_path, certificate_path=self.certificate_path,
-            private_key_path=self.private_key_path, insecure=self.insecure,
+            private_key_path=self.private_key_path, insecure=self.insecure, fresh_token=fresh_token,
         )
 
 

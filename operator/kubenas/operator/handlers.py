@@ -4,6 +4,7 @@ the driver of the search that owns the Job. Handlers are thin: the driver decide
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import kopf
@@ -17,6 +18,7 @@ from kubenas.operator.kube import KubeClient
 @dataclass
 class OperatorState:
     connection: Connection | None = None
+    load_connection: Callable[[], Connection] | None = None  # reads the kubeconfig or token file again
     client: KubeClient | None = None
     driver_settings: DriverSettings = field(default_factory=DriverSettings)
     drivers: dict[tuple[str, str], SearchDriver] = field(default_factory=dict)
@@ -45,7 +47,7 @@ async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.batching.batch_window = 0.1
     settings.batching.idle_timeout = 10.0
     settings.networking.request_timeout = 60
-    STATE.client = STATE.connection.client()
+    STATE.client = STATE.connection.client(fresh_token=lambda: STATE.load_connection().token)
 
 
 @kopf.on.cleanup()
@@ -56,6 +58,8 @@ async def close(**_: object) -> None:
 
 @kopf.on.login()
 def login(**_: object) -> kopf.ConnectionInfo:
+    """kopf logs in again after a 401: read the credentials again (rotated tokens)."""
+    STATE.connection = STATE.load_connection()
     return STATE.connection.kopf_info()
 
 

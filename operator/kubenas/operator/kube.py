@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -29,9 +30,12 @@ class ApiError(Exception):
 
 
 class KubeClient:
-    def __init__(self, *, server: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, *, server: str, session: aiohttp.ClientSession,
+                 fresh_token: Callable[[], str | None] | None = None) -> None:
         self.server = server.rstrip("/")
         self.session = session
+        # Service-account tokens rotate: on a 401, read the token again and retry once.
+        self.fresh_token = fresh_token
 
     @classmethod
     def connect(
@@ -43,6 +47,7 @@ class KubeClient:
         certificate_path: str | None = None,
         private_key_path: str | None = None,
         insecure: bool = False,
+        fresh_token: Callable[[], str | None] | None = None,
     ) -> KubeClient:
         context: ssl.SSLContext | bool = False if insecure else ssl.create_default_context(cafile=ca_path)
         if certificate_path and isinstance(context, ssl.SSLContext):
@@ -50,7 +55,8 @@ class KubeClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         connector = aiohttp.TCPConnector(ssl=context if server.startswith("https") else False, limit=32)
         timeout = aiohttp.ClientTimeout(total=60)
-        return cls(server=server, session=aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout))
+        session = aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout)
+        return cls(server=server, session=session, fresh_token=fresh_token)
 
     async def close(self) -> None:
         await self.session.close()
@@ -58,6 +64,16 @@ class KubeClient:
     async def request(
         self, method: str, path: str, *, body: Any = None, params: dict | None = None, content_type: str = "application/json"
     ) -> Any:
+        try:
+            return await self._request(method, path, body=body, params=params, content_type=content_type)
+        except ApiError as error:
+            token = self.fresh_token() if error.status == 401 and self.fresh_token else None
+            if token is None or self.session.headers.get("Authorization") == f"Bearer {token}":
+                raise
+            self.session.headers["Authorization"] = f"Bearer {token}"
+            return await self._request(method, path, body=body, params=params, content_type=content_type)
+
+    async def _request(self, method: str, path: str, *, body: Any, params: dict | None, content_type: str) -> Any:
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         async with self.session.request(method, self.server + path, data=data, params=params, headers=headers) as response:
