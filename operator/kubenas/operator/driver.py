@@ -118,6 +118,8 @@ class SearchDriver:
     # -- the daemon ------------------------------------------------------------------
 
     async def run(self) -> None:
+        if not (self.body.get("status") or {}).get("phase"):  # a new search: say so before the first child
+            await self._publish("Pending", "Initialising", "checking the spec and initialising the controller")
         while self.search is None:
             try:
                 await self._start()
