@@ -63,7 +63,9 @@ def login(**_: object) -> kopf.ConnectionInfo:
     return STATE.connection.kopf_info()
 
 
-@kopf.daemon(names.GROUP, names.VERSION, names.SEARCHES.plural, cancellation_timeout=10.0)
+# A driver that fails (an API error, a lost connection) is restarted after 5 s and
+# rebuilds itself from the cluster: checkpoint, NASTrials and Jobs (see driver.py).
+@kopf.daemon(names.GROUP, names.VERSION, names.SEARCHES.plural, backoff=5.0, cancellation_timeout=10.0)
 async def drive_search(body: kopf.Body, logger: logging.Logger, **_: object) -> None:
     key = (body.metadata.namespace, body.metadata.name)
     driver = SearchDriver(client=STATE.client, body=body, logger=logger, settings=STATE.driver_settings)
