@@ -19,13 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -35,6 +33,7 @@ from kubenas_trainer.architecture import cell_string, validate_architecture
 from kubenas_trainer.data import load_dataset
 from kubenas_trainer.models import build_model, count_parameters
 from kubenas_trainer.result import MAX_BYTES
+from tests.test_trainer_cli import write_cifar_batch
 
 DEVICE = os.environ.get("KUBENAS_GPU_TEST_DEVICE", "cuda")
 ON_CUDA = DEVICE == "cuda"
@@ -157,17 +156,6 @@ def test_cli_trains_on_cifar_shaped_synthetic_data(tmp_path: Path, name: str):
     )
     # Random labels: nothing to learn, but every figure must be finite and in range.
     succeeded(proc, result_file, architecture=architecture, in_channels=3, epochs=2, dataset="synthetic", device=DEVICE)
-
-
-def write_cifar_batch(path: Path, *, images: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    batch = {
-        b"batch_label": b"fake batch",
-        b"labels": rng.integers(0, 10, images).tolist(),
-        b"data": rng.integers(0, 256, (images, 3072), dtype=np.uint8),
-        b"filenames": [b"x.png"] * images,
-    }
-    path.write_bytes(pickle.dumps(batch, protocol=2))
 
 
 def test_cli_cifar10_with_augmentation_and_auto_device(tmp_path: Path):
