@@ -33,7 +33,7 @@ from kubenas_trainer.architecture import cell_string, validate_architecture
 from kubenas_trainer.data import load_dataset
 from kubenas_trainer.models import build_model, count_parameters
 from kubenas_trainer.result import MAX_BYTES
-from tests.test_trainer_cli import write_cifar_batch
+from tests.test_trainer_cli import layer, write_cifar_batch
 
 DEVICE = os.environ.get("KUBENAS_GPU_TEST_DEVICE", "cuda")
 ON_CUDA = DEVICE == "cuda"
@@ -48,17 +48,6 @@ API_VERSION = "kubenas.io/v1alpha1"
 COMPUTE_DTYPE = torch.bfloat16 if ON_CUDA else torch.float32
 MEMORY_FORMAT = torch.channels_last if ON_CUDA else torch.contiguous_format
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) loss (\S+) val_acc (\S+) (\S+)s$")
-
-
-def layer(size: int, filters: int, stride: int, inputs: list[int]) -> dict:
-    return {
-        "filterHeight": size,
-        "filterWidth": size,
-        "numFilters": filters,
-        "strideHeight": stride,
-        "strideWidth": stride,
-        "inputs": inputs,
-    }
 
 
 # Skip connections (padding + concatenation), a stride and a layer reading the image.

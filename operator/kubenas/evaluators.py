@@ -12,24 +12,17 @@ import csv
 import ctypes
 import json
 import os
-import re
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubenas import spec as specs
+from kubenas.expansion import expand
 from kubenas.search import Ticket, failure
 
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\$")
-
-
-def expand(text: str, env: dict[str, str]) -> str:
-    """Kubernetes' `$(VAR)` expansion in command and args; `$$` escapes a `$`;
-    an undefined `$(VAR)` stays as written, as the kubelet leaves it."""
-    return _VAR_REF.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
 
 
 def _die_with_parent() -> None:

@@ -69,6 +69,18 @@ def failure(reason: str, message: str = "") -> dict:
     return {"apiVersion": specs.API_VERSION, "kind": "TrialResult", "status": "Failed", "reason": reason, "message": message}
 
 
+def fingerprint(spec: specs.SearchSpec) -> str:
+    """What a checkpoint must match: the space, controller, reward and seed (not
+    maxTrials, parallelism or the trial template, which may change during a search)."""
+    relevant = {
+        "space": spec.search_space.model_dump(mode="json"),
+        "controller": spec.controller.model_dump(mode="json"),
+        "reward": spec.reward.model_dump(mode="json"),
+        "seed": spec.seed,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class Search:
     """ask/tell over one NeuralArchitectureSearch spec."""
 
@@ -166,14 +178,7 @@ class Search:
     # -- checkpoint ------------------------------------------------------------------
 
     def fingerprint(self) -> str:
-        """What a checkpoint must match: the space, controller and seed (not maxTrials)."""
-        relevant = {
-            "space": self.spec.search_space.model_dump(mode="json"),
-            "controller": self.spec.controller.model_dump(mode="json"),
-            "reward": self.spec.reward.model_dump(mode="json"),
-            "seed": self.spec.seed,
-        }
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(self.spec)
 
     def state_dict(self) -> dict[str, Any]:
         return {

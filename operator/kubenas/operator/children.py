@@ -110,7 +110,6 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial) -> dict:
             name=trial["metadata"]["name"],
             namespace=trial["metadata"]["namespace"],
             labels=labels,
-            owner_references=[k8s.V1OwnerReference(**_snake(names.owner_reference(trial)))],
         ),
         spec=k8s.V1JobSpec(
             template=template,
@@ -119,15 +118,7 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial) -> dict:
             ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
         ),
     )
-    return _serializer.sanitize_for_serialization(job)
+    document = _serializer.sanitize_for_serialization(job)
+    document["metadata"]["ownerReferences"] = [names.owner_reference(trial)]
+    return document
 
-
-def _snake(reference: dict) -> dict:
-    return {
-        "api_version": reference["apiVersion"],
-        "kind": reference["kind"],
-        "name": reference["name"],
-        "uid": reference["uid"],
-        "controller": reference["controller"],
-        "block_owner_deletion": reference["blockOwnerDeletion"],
-    }

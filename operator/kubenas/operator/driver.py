@@ -26,7 +26,7 @@ from kubenas.operator import children, names, results
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
 from kubenas.operator.kube import ApiError, KubeClient
 from kubenas.operator.status import conditions_for, now, search_status
-from kubenas.search import CheckpointMismatch, Search, Ticket, failure
+from kubenas.search import CheckpointMismatch, Search, Ticket, failure, fingerprint
 from kubenas.spaces import summarize
 
 TERMINAL = ("Succeeded", "Failed")
@@ -75,11 +75,16 @@ def parse_spec(body: Any) -> specs.SearchSpec:
         children.check_template(spec.trial)
     except (specs.SpecError, children.TemplateError) as error:
         raise SearchFailed("InvalidSpec", str(error)) from None
-    try:  # what the schema cannot say: the space must yield a valid child
+    return spec
+
+
+def check_space(spec: specs.SearchSpec) -> None:
+    """What the schema cannot say: the space must yield a valid child (sampled by a
+    throwaway controller, so the search's own RNG is untouched)."""
+    try:
         Search(spec).controller.sample(trial_index=0)
     except ValueError as error:
         raise SearchFailed("InvalidSpec", f"spec.searchSpace yields no valid architecture: {error}") from None
-    return spec
 
 
 class SearchDriver:
@@ -144,6 +149,7 @@ class SearchDriver:
                 raise SearchFailed("InvalidSpec", str(error)) from None
         data = await read_checkpoint(self.client, search=self.owner())
         if data is None:
+            check_space(spec)  # a restored search passed it when it began
             search = Search(spec)
             self.search, self.spec = search, spec
             await self._checkpoint()
@@ -210,19 +216,18 @@ class SearchDriver:
             phase, reason, message = self._decide()
         await self._publish(phase, reason, message)
 
+    def deliver(self, event: JobEvent) -> None:
+        """A Job event for this search (from kopf's handler): handled by the next step."""
+        self.events.put_nowait(event)
+        self.wake.set()
+
     async def _wait(self) -> None:
-        timeout = self.settings.status_interval if self.dirty else self.settings.idle_wake
-        getter = asyncio.ensure_future(self.events.get())
-        waker = asyncio.ensure_future(self.wake.wait())
-        try:
-            done, _ = await asyncio.wait([getter, waker], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waker.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            self.events.put_nowait(getter.result())  # processed in order by the next step
-        self.wake.clear()
+        """Until an event, a spec change, or the status or idle interval."""
+        if self.events.empty():
+            timeout = self.settings.status_interval if self.dirty else self.settings.idle_wake
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+        self.wake.clear()  # events that raced this are in the queue: the next step drains it
 
     async def _wait_for_new_generation(self) -> None:
         while self.body["metadata"].get("generation") == self.seen_generation:
@@ -246,7 +251,7 @@ class SearchDriver:
         except SearchFailed as failed:
             self._event("SpecRejected", f"generation {generation} ignored: {failed.message}", warning=True)
             return
-        if Search(live).fingerprint() != self.search.fingerprint():
+        if fingerprint(live) != self.search.fingerprint():
             self._event("SpecRejected", f"generation {generation}: searchSpace, controller, reward and seed cannot "
                                         "change during a search; the rest of the change is taken", warning=True)
             live = live.model_copy(update={"search_space": self.spec.search_space, "controller": self.spec.controller,

@@ -93,4 +93,4 @@ def route_job(event: kopf.RawEvent, body: kopf.Body, **_: object) -> None:
     if driver is None:
         return  # no driver yet: its start lists the search's Jobs itself
     index = int(labels[names.LABEL_TRIAL_INDEX])
-    driver.events.put_nowait(JobEvent(index, dict(body), deleted=event.get("type") == "DELETED"))
+    driver.deliver(JobEvent(index, dict(body), deleted=event.get("type") == "DELETED"))

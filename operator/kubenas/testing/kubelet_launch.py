@@ -13,10 +13,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubenas.expansion import expand
 from kubenas.testing.kubelet_status import NODE_IP
 
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-_VARIABLE_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 _LABEL_OR_ANNOTATION = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]")
 
 
@@ -98,13 +98,6 @@ def _container_env(pod: dict, container: dict) -> dict[str, str]:
         else:
             raise ContainerConfigError(f"env {variable['name']}: valueFrom.{next(iter(source), '')} is not emulated")
     return env
-
-
-def expand(text: str, env: dict[str, str]) -> str:
-    """Kubernetes' `$(VAR)` expansion; `$$` escapes a `$`; an undefined `$(VAR)` stays as
-    written. (kubenas.evaluators has the same for the local runner; importing it here would
-    load PyTorch.)"""
-    return _VARIABLE_REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
 
 
 def _field_value(pod: dict, path: str) -> str:
