@@ -203,18 +203,19 @@ class SearchDriver:
 
     async def _step(self) -> None:
         self._refresh_spec()
+        await self._drain()
+        decision = self._decide()
+        while (decision[0] == "Running" and not self.search.exhausted
+               and len(self.search.in_flight) < self.spec.parallelism):
+            await self._publish(*decision)  # at most once a second: a long burst shows progress
+            await self._create_child(self.search.ask())
+            await self._drain()  # results keep flowing while hundreds are created
+            decision = self._decide()  # a failure among them may end the burst (maxFailedTrials)
+        await self._publish(*decision)
+
+    async def _drain(self) -> None:
         while not self.events.empty():
             await self._on_job(self.events.get_nowait())
-        phase, reason, message = self._decide()
-        if phase == "Running":
-            await self._publish(phase, reason, message)
-            while len(self.search.in_flight) < self.spec.parallelism and not self.search.exhausted:
-                await self._create_child(self.search.ask())
-                while not self.events.empty():  # results keep flowing while hundreds are created
-                    await self._on_job(self.events.get_nowait())
-                await self._publish(*self._decide())  # at most once a second: a long burst shows progress
-            phase, reason, message = self._decide()
-        await self._publish(phase, reason, message)
 
     def deliver(self, event: JobEvent) -> None:
         """A Job event for this search (from kopf's handler): handled by the next step."""
