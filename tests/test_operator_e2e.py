@@ -356,3 +356,14 @@ def test_tabular_children_need_no_jobs(cluster, operator, tmp_path: Path):
     assert not cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=table")
     best = max(trials(cluster, "table"), key=lambda t: t["status"]["reward"])
     assert found["status"]["best"]["index"] == best["spec"]["index"]
+
+
+def test_a_child_past_its_deadline_fails_with_deadline_exceeded(cluster, operator):
+    document = search_manifest("slow", namespace=NS, env={"FAKE_SECONDS": "30"}, maxTrials=1, parallelism=1)
+    document["spec"]["trial"]["activeDeadlineSeconds"] = 1
+    apply(cluster, document)
+    found = wait_phase(cluster, "slow", "Succeeded", operator=operator, timeout=30)
+    child = trials(cluster, "slow")[0]
+    assert child["status"]["phase"] == "Failed" and child["status"]["reason"] == "DeadlineExceeded"
+    assert "activeDeadlineSeconds=1" in child["status"]["message"]
+    assert found["status"]["trials"]["failed"] == 1
