@@ -8,9 +8,36 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.kubenas-installed
 
-.PHONY: demo test bench crds clean venv
+# The Helm chart is checked with helm-sdkpy (the Helm Go library), which needs Python
+# >= 3.12: it gets its own venv. Prometheus' promtool and server come from Debian.
+HELM_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python) $(shell command -v python3.12 python3.13 2>/dev/null))
+HELM_VENV   := .helm-venv
+HELM_STAMP  := $(HELM_VENV)/.kubenas-installed
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench crds clean venv tools prometheus
 
 venv: $(STAMP)
+
+# Tools the tests drive for real; tests that need a missing one skip with the reason
+# (and fail instead where KUBENAS_REQUIRE_TOOLS=1, as in CI).
+tools: $(HELM_STAMP) prometheus
+
+$(HELM_STAMP):
+	@if [ -z "$(HELM_PYTHON)" ]; then \
+		echo "make: no Python >= 3.12 found (set HELM_PYTHON): the Helm chart tests will skip" >&2; \
+	else \
+		$(HELM_PYTHON) -m venv $(HELM_VENV) && \
+		$(HELM_VENV)/bin/python -m pip install --quiet "helm-sdkpy==0.1.32" "pyyaml>=6" && \
+		touch $(HELM_STAMP); \
+	fi
+
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get install -y -qq prometheus >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus >/dev/null; } || \
+		echo "make: could not install Debian's prometheus: the Prometheus tests will skip" >&2; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +49,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kubenas search examples/digits.yaml --restart
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -36,4 +63,4 @@ crds: $(STAMP)
 	$(BIN)/python -m kubenas.crds
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(HELM_VENV) runs

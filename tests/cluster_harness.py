@@ -106,17 +106,18 @@ class ClusterThread:
 class OperatorProcess:
     """`kubenas operator` as a subprocess: killable like a real pod."""
 
-    def __init__(self, *, cluster: ClusterThread, namespace: str, log: Path) -> None:
+    def __init__(self, *, cluster: ClusterThread, namespace: str, log: Path, args: list[str] | None = None) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log = log
+        self.args = list(args or [])  # more `kubenas operator` options, e.g. --metrics-port
         self.process: subprocess.Popen | None = None
 
     def start(self) -> OperatorProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "kubenas.cli", "operator", "--kubeconfig", str(self.cluster.kubeconfig),
-                 "--namespace", self.namespace],
+                 "--namespace", self.namespace, *self.args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         return self

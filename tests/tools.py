@@ -1,0 +1,40 @@
+"""External tools the tests drive for real (promtool, prometheus, kubectl, the Helm
+library's venv, hadolint). `make test` installs them; where one is missing a test skips
+with the reason, except under KUBENAS_REQUIRE_TOOLS=1 (CI), where it fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HELM_PYTHON = Path(os.environ.get("KUBENAS_HELM_PYTHON", ROOT / ".helm-venv" / "bin" / "python"))
+
+
+def required() -> bool:
+    return os.environ.get("KUBENAS_REQUIRE_TOOLS") == "1"
+
+
+def missing(reason: str) -> None:
+    """Skip (a user's machine) or fail (CI) because a tool is missing."""
+    if required():
+        pytest.fail(f"{reason} (KUBENAS_REQUIRE_TOOLS=1: `make tools` should have installed it)")
+    pytest.skip(reason)
+
+
+def executable(name: str) -> str:
+    """The path of a command on PATH (or next to this Python), else skip/fail."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(os.sys.executable).parent))
+    if not found:
+        missing(f"{name} is not installed (`make tools` installs it)")
+    return found
+
+
+def helm_python() -> str:
+    """The Python >= 3.12 venv holding helm-sdkpy (`make tools` creates it)."""
+    if not HELM_PYTHON.exists():
+        missing(f"no Helm venv at {HELM_PYTHON} (`make tools` creates it with Python >= 3.12)")
+    return str(HELM_PYTHON)
