@@ -8,15 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubenas.search import Search
 from kubenas import spec as specs
 from tests.cluster_harness import (CRDS, NAS, TRIALS, ClusterThread, OperatorProcess, apply, kubectl_available,
                                    search_manifest, wait_for)
+from tests.test_metrics import free_port
 
 pytestmark = pytest.mark.skipif(not kubectl_available(), reason="kubectl is not on PATH")
 NS = "e2e"
@@ -34,9 +37,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def operator(cluster: ClusterThread, tmp_path_factory: pytest.TempPathFactory):
-    process = OperatorProcess(cluster=cluster, namespace=NS, log=tmp_path_factory.mktemp("operator") / "log").start()
+    port = free_port()
+    process = OperatorProcess(cluster=cluster, namespace=NS, log=tmp_path_factory.mktemp("operator") / "log",
+                              args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1"]).start()
+    process.metrics_url = f"http://127.0.0.1:{port}/metrics"
     yield process
     process.stop()
+
+
+def scrape(operator: OperatorProcess, name: str, namespace: str = NS) -> dict[tuple[str, str], float]:
+    """The operator's metrics of one search: {(metric, reason or phase or ""): value}."""
+    text = urllib.request.urlopen(operator.metrics_url, timeout=10).read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("search") == name and sample.labels.get("namespace") == namespace:
+                extra = sample.labels.get("reason") or sample.labels.get("phase") or ""
+                found[(sample.name, extra)] = sample.value
+    return found
 
 
 def search(cluster: ClusterThread, name: str, namespace: str = NS) -> dict:
@@ -148,6 +166,19 @@ def test_failing_children_are_recorded_and_the_search_goes_on(cluster, operator,
     assert found["status"]["trials"]["failed"] == len(failed)
     if mode == "exit1":
         assert failed[0]["status"]["exitCode"] == 1
+    # The metrics say the same as the NASTrials.
+    wait_for(lambda: scrape(operator, name).get(("kubenas_search_phase", "Succeeded")) == 1, timeout=10,
+             what=lambda: f"the search's phase metric: {scrape(operator, name)}", operator=operator)
+    seen = scrape(operator, name)
+    assert seen[("kubenas_children_created_total", "")] == len(children) == 4
+    assert seen[("kubenas_children_failed_total", reason)] == len(failed)
+    assert seen[("kubenas_children_succeeded_total", "")] == len(children) - len(failed)
+    assert seen.get(("kubenas_child_reward_count", ""), 0) == len(children) - len(failed)
+    assert seen[("kubenas_child_duration_seconds_count", "")] == len(children)
+    assert seen[("kubenas_child_result_delay_seconds_count", "")] == len(children)
+    assert seen[("kubenas_children", "Succeeded")] == len(children) - len(failed)
+    assert seen[("kubenas_children_running", "")] == 0
+    assert seen[("kubenas_policy_updates_total", "")] == found["status"]["controller"]["policyUpdates"]
     events = cluster.items(f"/api/v1/namespaces/{NS}/events", fieldSelector=f"involvedObject.name={failed[0]['metadata']['name']}")
     assert any(e["reason"] == reason and e["type"] == "Warning" for e in events)
 
@@ -162,6 +193,9 @@ def test_max_failed_trials_fails_the_search(cluster, operator):
     wait_for(lambda: search(cluster, "doomed")["status"]["trials"]["running"] == 0, timeout=30,
              what="children in flight to be recorded", operator=operator)
     assert len(trials(cluster, "doomed")) < 8
+    seen = scrape(operator, "doomed")
+    assert seen[("kubenas_search_phase", "Failed")] == 1 and seen[("kubenas_search_phase", "Running")] == 0
+    assert seen[("kubenas_children_failed_total", "Error")] == len(trials(cluster, "doomed"))
 
 
 def test_a_spec_violating_the_schema_is_rejected_naming_the_field(cluster):

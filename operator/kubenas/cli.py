@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--parallelism", type=int, help="children at once (default: spec.parallelism, capped by the cores)")
     search.add_argument("--max-trials", type=int, help="override spec.maxTrials")
     search.add_argument("--no-live", action="store_true", help="one log line per child instead of a live panel")
+    search.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics while the search runs")
+    search.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address to serve them on (default: 127.0.0.1)")
 
     validate = commands.add_parser("validate", help="check a manifest and print it with every default filled in")
     validate.add_argument("manifest", type=Path)
@@ -44,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     scope = operator.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
-    operator.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8081/healthz")
+    operator.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT (/metrics)")
+    operator.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address to serve them on (default: 0.0.0.0)")
+    operator.add_argument("--trainer-defaults", metavar="FILE",
+                          help="YAML defaults for children's pods (image, resources, tolerations, …) that a search's "
+                               "trial.template leaves unset")
     operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     from kubenas.testing import devcluster
@@ -67,9 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "operator":
             from kubenas.operator import run
+            from kubenas.operator.trainer_defaults import TrainerDefaultsError
 
-            return run(kubeconfig=args.kubeconfig, context=args.context, namespaces=args.namespace,
-                       verbose=args.verbose, liveness=args.liveness)
+            try:
+                return run(kubeconfig=args.kubeconfig, context=args.context, namespaces=args.namespace,
+                           verbose=args.verbose, liveness=args.liveness, metrics_port=args.metrics_port,
+                           metrics_host=args.metrics_host, trainer_defaults=args.trainer_defaults)
+            except TrainerDefaultsError as error:
+                print(f"kubenas: --trainer-defaults {error}", file=sys.stderr)
+                return EXIT_USAGE
         if args.command == "dev-cluster":
             from kubenas.testing import devcluster
 
@@ -104,7 +118,8 @@ def _search(args: argparse.Namespace) -> int:
         result = asyncio.run(
             run_search(
                 manifest, raw, runs_dir=args.runs_dir, resume=args.resume, restart=args.restart,
-                parallelism=args.parallelism, progress=progress,
+                parallelism=args.parallelism, progress=progress, metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
             )
         )
     except RunExists as error:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from kubenas import spec as specs
 from kubenas.evaluators import SubprocessEvaluator, TabularEvaluator
+from kubenas.metrics import SearchMetrics
+from kubenas.metrics import serve as serve_metrics
 from kubenas.plot import plot_rewards
 from kubenas.progress import Progress
 from kubenas.runs import RunDirectory
@@ -73,11 +75,17 @@ async def run_search(
     restart: bool = False,
     parallelism: int | None = None,
     progress: Progress | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> LocalResult:
     spec = manifest.spec
     name = manifest.metadata.name
     run = RunDirectory(runs_dir / name)
     search = open_search(manifest, raw, run=run, resume=resume, restart=restart)
+    if metrics_port is not None:  # the operator's metrics, namespace "local"
+        serve_metrics(port=metrics_port, host=metrics_host)
+    observed = SearchMetrics(namespace=manifest.metadata.namespace, search=name)
+    observed.policy(search.last_update)
     width = effective_parallelism(spec, override=parallelism)
     if spec.trial.kind == "Tabular":
         evaluate = TabularEvaluator(spec.trial.tabular)
@@ -95,10 +103,16 @@ async def run_search(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     running: dict[asyncio.Task, tuple[Ticket, float]] = {}
+    ended: dict[asyncio.Task, float] = {}  # when each child's task finished: the result delay
     last_plot = time.monotonic()
     phase, reason = "Succeeded", None
 
-    def record(ticket: Ticket, result: dict, seconds: float | None) -> None:
+    def observe() -> None:
+        best = search.best
+        observed.children(pending=0, running=len(running), succeeded=search.counters.succeeded,
+                          failed=search.counters.failed, best=best.reward if best else None)
+
+    def record(ticket: Ticket, result: dict, seconds: float | None, *, delay: float | None = None) -> None:
         outcome = search.tell(ticket.index, result)
         if outcome is None:
             return
@@ -106,6 +120,11 @@ async def run_search(
         entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told)
         recorded[ticket.index] = entry
         progress.finished(entry, search, running=len(running))
+        observed.finished(reason=outcome.reason, reward=outcome.reward if outcome.succeeded else None,
+                          duration=seconds, delay=delay)
+        if outcome.update is not None:
+            observed.policy_updated(outcome.update)
+        observe()
 
     def launch(ticket: Ticket) -> None:
         if ticket.index in recorded:  # finished before a crash, asked again on resume
@@ -113,7 +132,9 @@ async def run_search(
         elif (leftover := evaluate.finished_result(ticket.index)) is not None:
             record(ticket, leftover, None)
         else:
-            running[asyncio.ensure_future(evaluate(ticket))] = (ticket, time.monotonic())
+            task = asyncio.ensure_future(evaluate(ticket))
+            task.add_done_callback(lambda done: ended.setdefault(done, time.monotonic()))
+            running[task] = (ticket, time.monotonic())
 
     try:
         with progress:
@@ -133,7 +154,11 @@ async def run_search(
                     ticket = search.ask()
                     if ticket is None:
                         break
+                    if ticket.index not in recorded:  # not a child re-asked on resume
+                        observed.created()
                     launch(ticket)
+                observed.phase(phase if phase == "Failed" else "Running")
+                observe()
                 run.save(search)
                 if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
                     _write_summaries(run, search, name, records=list(recorded.values()))
@@ -149,7 +174,8 @@ async def run_search(
                 done, _ = await asyncio.wait([*running, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done - {stop_waiter}, key=lambda t: running[t][0].index):
                     ticket, started = running.pop(task)
-                    record(ticket, task.result(), time.monotonic() - started)
+                    finished = ended.pop(task, time.monotonic())
+                    record(ticket, task.result(), finished - started, delay=time.monotonic() - finished)
             stop_waiter.cancel()
             if running:  # interrupted: stop children; they stay in flight for --resume
                 for task in running:
@@ -161,6 +187,8 @@ async def run_search(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     _write_summaries(run, search, name, records=list(recorded.values()))
+    if phase in ("Succeeded", "Failed"):
+        observed.phase(phase)
     return LocalResult(phase=phase, reason=reason, search=search, run=run)
 
 

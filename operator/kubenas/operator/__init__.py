@@ -13,17 +13,26 @@ import kopf
 
 
 def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = None, verbose: bool = False,
-        liveness: str | None = None) -> int:
+        liveness: str | None = None, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
+        trainer_defaults: str | None = None) -> int:
     """Run the operator until SIGINT/SIGTERM; all namespaces unless `namespaces`."""
+    from kubenas import metrics
     from kubenas.operator import handlers
     from kubenas.operator.connection import load_connection
+    from kubenas.operator.driver import DriverSettings
+    from kubenas.operator.trainer_defaults import TrainerDefaults
 
+    if trainer_defaults:  # read now: a broken file stops the operator at start, not at the first child
+        handlers.STATE.driver_settings = DriverSettings(trainer_defaults=TrainerDefaults.load(trainer_defaults))
     handlers.STATE.load_connection = lambda: load_connection(kubeconfig=kubeconfig, context=context)
     handlers.STATE.connection = handlers.STATE.load_connection()  # fails early on bad credentials
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     if not verbose:  # kopf logs every handled Job event at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if metrics_port is not None:
+        metrics.serve(port=metrics_port, host=metrics_host)
+        logging.getLogger("kubenas").info(f"serving Prometheus metrics on http://{metrics_host}:{metrics_port}/metrics")
     asyncio.run(kopf.operator(
         registry=kopf.get_default_registry(),
         standalone=True,  # no peering objects: run one replica (the Deployment's strategy is Recreate)

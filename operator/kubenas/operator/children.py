@@ -13,6 +13,7 @@ from kubernetes import client as k8s
 
 from kubenas import spec as specs
 from kubenas.operator import names
+from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.search import Ticket
 from kubenas.spaces import summarize
 
@@ -34,8 +35,9 @@ def _quantities_as_strings(raw: dict) -> dict:
     return raw
 
 
-def typed_template(template: specs.PodTemplate) -> k8s.V1PodTemplateSpec:
-    raw = _quantities_as_strings(template.model_dump(mode="json", by_alias=True, exclude_none=True))
+def typed_template(template: specs.PodTemplate, *, defaults: TrainerDefaults | None = None) -> k8s.V1PodTemplateSpec:
+    raw = template.model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw = _quantities_as_strings(defaults.apply(raw) if defaults else raw)
     try:
         model = _serializer._ApiClient__deserialize(raw, "V1PodTemplateSpec")
     except (ValueError, TypeError, AttributeError) as error:
@@ -80,12 +82,13 @@ def trial_object(*, search: dict, ticket: Ticket) -> dict:
     }
 
 
-def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial) -> dict:
-    """The child's Job: the pod template with the architecture passed to the trainer
-    (env KUBENAS_ARCHITECTURE), its result read back from the termination message."""
+def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: TrainerDefaults | None = None) -> dict:
+    """The child's Job: the pod template (with the operator's trainer defaults filled
+    in) with the architecture passed to the trainer (env KUBENAS_ARCHITECTURE), its
+    result read back from the termination message."""
     search = trial["spec"]["search"]
     labels = names.child_labels(search, ticket.index)
-    template = typed_template(spec.template)
+    template = typed_template(spec.template, defaults=defaults)
     template.metadata = template.metadata or k8s.V1ObjectMeta()
     template.metadata.labels = {**(template.metadata.labels or {}), **labels}
     pod = template.spec

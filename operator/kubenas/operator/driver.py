@@ -22,10 +22,12 @@ import kopf
 
 from kubenas import spec as specs
 from kubenas.evaluators import TabularEvaluator
+from kubenas.metrics import SearchMetrics
 from kubenas.operator import children, names, results
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
 from kubenas.operator.kube import ApiError, KubeClient
 from kubenas.operator.status import conditions_for, now, search_status
+from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.search import CheckpointMismatch, Search, Ticket, failure, fingerprint
 from kubenas.spaces import summarize
 
@@ -53,6 +55,7 @@ class JobEvent:
 class DriverSettings:
     status_interval: float = 1.0  # at most one status write per interval (plus transitions)
     idle_wake: float = 5.0  # re-check the live spec this often even without events
+    trainer_defaults: TrainerDefaults | None = None  # --trainer-defaults: what children's pods leave unset
 
 
 def is_milestone(update: int) -> bool:
@@ -110,6 +113,7 @@ class SearchDriver:
         self.seen_generation: int | None = None
         self.last_checkpoint: str | None = None
         self.trial_uids: dict[int, str] = {}  # children in flight, for their Events
+        self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
 
     # -- identity --------------------------------------------------------------------
 
@@ -163,6 +167,7 @@ class SearchDriver:
             search.max_trials = spec.max_trials
             self.search, self.spec = search, spec
             await self._replay()
+            self.metrics.policy(search.last_update)
             self._event("Resumed", f"from policy version {search.controller.version}: "
                                    f"{search.counters.created} children created, {len(search.in_flight)} in flight")
 
@@ -296,12 +301,14 @@ class SearchDriver:
                 if trial is None or not owned_by(trial, self.uid):
                     raise SearchFailed("NameConflict", f"NASTrial {body['metadata']['name']} exists and belongs to "
                                                        "another search") from None
+            self.metrics.created()
         self.trial_uids[ticket.index] = trial["metadata"]["uid"]
         if self.evaluate_table is not None:  # Tabular children are table lookups: no Job
             await self._record(ticket.index, await self.evaluate_table(ticket))
             return
         await self._patch_trial(ticket.index, {"phase": "Pending", "job": trial["metadata"]["name"]})
-        job = children.job_object(trial=trial, ticket=ticket, spec=self.spec.trial)
+        job = children.job_object(trial=trial, ticket=ticket, spec=self.spec.trial,
+                                  defaults=self.settings.trainer_defaults)
         try:
             await self.client.create(names.JOBS, namespace=self.namespace, body=job)
         except ApiError as error:
@@ -319,14 +326,16 @@ class SearchDriver:
             pods = await self.client.list(names.PODS, namespace=self.namespace,
                                           label_selector=f"job-name={event.job['metadata']['name']}")
             result, exit_code = results.job_result(event.job, pods)
-            await self._record(index, result, exit_code=exit_code)
+            await self._record(index, result, exit_code=exit_code, times=results.child_times(event.job, pods))
         elif results.job_started(event.job) and index not in self.marked_running:
             self.marked_running.add(index)
             start = (event.job.get("status") or {}).get("startTime") or now()
             await self._patch_trial(index, {"phase": "Running", "startTime": start})
 
-    async def _record(self, index: int, result: dict, *, exit_code: int | None = None) -> None:
-        """Record a child's verdict in its NASTrial (durable) and then tell the engine."""
+    async def _record(self, index: int, result: dict, *, exit_code: int | None = None,
+                      times: tuple[float | None, float | None] = (None, None)) -> None:
+        """Record a child's verdict in its NASTrial (durable) and then tell the engine.
+        `times`: the child's (start, end), unix seconds, where its pod tells them."""
         reward, accuracy, reason = self.search.judge(result)
         succeeded = reason is None
         await self._patch_trial(index, {
@@ -345,6 +354,10 @@ class SearchDriver:
         self.dirty = True
         if outcome is None:
             return
+        start, end = times
+        self.metrics.finished(reason=reason, reward=reward if succeeded else None,
+                              duration=end - start if start is not None and end is not None else None,
+                              delay=time.time() - end if end is not None else None)
         if not succeeded:
             self.logger.warning(f"child {index} failed: {reason}: {result.get('message', '')}")
             self._event(reason, f"child {index} failed: {result.get('message', '')}"[:1024], warning=True,
@@ -352,6 +365,7 @@ class SearchDriver:
         if outcome.update is not None:
             await self._checkpoint()  # before any child of the new policy exists
             update = outcome.update
+            self.metrics.policy_updated(update)
             if is_milestone(update.version):
                 best = self.search.best
                 self._event("PolicyUpdated", f"policy update {update.version}: mean reward {update.mean_reward:.4f}, "
@@ -396,6 +410,7 @@ class SearchDriver:
         }
         if self.search is not None:
             patch.update(search_status(search=self.search, name=self.name))
+            self._observe()
         await self.client.patch(names.SEARCHES, namespace=self.namespace, name=self.name,
                                 patch={"status": patch}, subresource="status")
         if transition and self.phase and phase in TERMINAL:
@@ -403,8 +418,18 @@ class SearchDriver:
         elif transition and phase == "Running" and self.phase in TERMINAL:
             self._event("Continued", message)  # maxTrials raised, or maxFailedTrials
         self.phase = phase
+        self.metrics.phase(phase)
         self.dirty = False
         self.last_status = time.monotonic()
+
+    def _observe(self) -> None:
+        """The children gauges, from the engine's state (right after a restart too)."""
+        search = self.search
+        running = len(self.marked_running)
+        best = search.best
+        self.metrics.children(pending=len(search.in_flight) - running, running=running,
+                              succeeded=search.counters.succeeded, failed=search.counters.failed,
+                              best=best.reward if best else None)
 
     async def _fail_permanently(self, failed: SearchFailed) -> None:
         self.failure = failed

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import kopf
 
+from kubenas import metrics
 from kubenas.operator import names
 from kubenas.operator.connection import Connection
 from kubenas.operator.driver import DriverSettings, JobEvent, SearchDriver
@@ -72,9 +73,13 @@ async def drive_search(body: kopf.Body, logger: logging.Logger, **_: object) -> 
     STATE.drivers[key] = driver
     try:
         await driver.run()
+    except Exception:
+        metrics.HANDLER_ERRORS.labels("drive_search").inc()
+        raise  # kopf logs it and restarts the daemon after its backoff
     finally:
         if STATE.drivers.get(key) is driver:
             del STATE.drivers[key]
+            driver.metrics.forget()
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.SEARCHES.plural)

@@ -7,6 +7,8 @@ trainer's documents are smaller). No sidecar: the pod status is the only channel
 
 from __future__ import annotations
 
+import datetime
+
 from kubenas.evaluators import judge_output
 from kubenas.search import failure
 
@@ -53,3 +55,26 @@ def job_result(job: dict, pods: list[dict]) -> tuple[dict, int | None]:
     if condition(job, "Complete") is None and exit_code == 0:
         return failure((failed or {}).get("reason") or "Failed", (failed or {}).get("message") or ""), exit_code
     return judge_output(state.get("message"), exit_code=exit_code, source="termination message"), exit_code
+
+
+def timestamp(value: str | None) -> float | None:
+    """An RFC 3339 time of the API (`2026-11-27T23:40:00Z`) as unix seconds."""
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def child_times(job: dict, pods: list[dict]) -> tuple[float | None, float | None]:
+    """(start, end) of a finished child, unix seconds: its last pod's trainer container
+    where one terminated, else the Job's own start and completion (or failure) times."""
+    states = [state for pod in pods if (state := terminated_state(pod)) is not None]
+    last = max(states, key=lambda state: state.get("finishedAt") or "", default={})
+    status = job.get("status") or {}
+    ended = condition(job, "Complete") or condition(job, "Failed") or {}
+    start = timestamp(last.get("startedAt")) or timestamp(status.get("startTime"))
+    end = (timestamp(last.get("finishedAt")) or timestamp(status.get("completionTime"))
+           or timestamp(ended.get("lastTransitionTime")))
+    return start, end

@@ -1,0 +1,133 @@
+"""Prometheus metrics of searches (the operator's and local mode's) and of the operator.
+
+One registry per process (prometheus-client's default, with its process_* and python_*
+collectors). Every search metric carries `namespace` and `search` labels (local mode:
+namespace "local"); names follow the Prometheus conventions: `kubenas_` prefix, base
+units (seconds), `_total` on counters. README.md, "Metrics", lists them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from kubenas.controller import UpdateStats
+
+SEARCH = ("namespace", "search")
+SEARCH_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+CHILD_PHASES = ("Pending", "Running", "Succeeded", "Failed")
+LOCAL_NAMESPACE = "local"
+
+# Rewards are accuracies (or a power of one): fractions in [0, 1].
+REWARD_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# Children train for seconds (tests, tables) to a day (the paper's 50 epochs).
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
+# A child's end to its result in its NASTrial: a watch event and two API calls.
+DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+CREATED = Counter("kubenas_children_created", "Children (NASTrials) created.", SEARCH)
+SUCCEEDED = Counter("kubenas_children_succeeded", "Children that finished with a reward.", SEARCH)
+FAILED = Counter("kubenas_children_failed", "Children that failed, by named reason.", (*SEARCH, "reason"))
+RUNNING = Gauge("kubenas_children_running", "Children whose training is running now.", SEARCH)
+CHILDREN = Gauge("kubenas_children", "The search's children by phase.", (*SEARCH, "phase"))
+REWARD = Histogram("kubenas_child_reward", "Reward of each child that succeeded.", SEARCH, buckets=REWARD_BUCKETS)
+DURATION = Histogram("kubenas_child_duration_seconds", "From a child's start to its end.", SEARCH,
+                     buckets=DURATION_BUCKETS)
+RESULT_DELAY = Histogram("kubenas_child_result_delay_seconds", "From a child's end to its result being recorded.",
+                         SEARCH, buckets=DELAY_BUCKETS)
+LAST_FINISHED = Gauge("kubenas_child_last_finished_timestamp_seconds",
+                      "When a child last finished (unix time; the driver's start while none has).", SEARCH)
+BEST = Gauge("kubenas_best_reward", "Best reward of any child so far.", SEARCH)
+BASELINE = Gauge("kubenas_policy_baseline", "REINFORCE baseline (moving average of rewards) after the last update.",
+                 SEARCH)
+ENTROPY = Gauge("kubenas_policy_entropy", "Mean entropy (nats) of the last update's decision sequences.", SEARCH)
+LOSS = Gauge("kubenas_policy_loss", "Loss of the last policy update.", SEARCH)
+UPDATES = Counter("kubenas_policy_updates", "Policy updates (one per batch of results).", SEARCH)
+PHASE = Gauge("kubenas_search_phase", "1 for the search's current phase, 0 for the others.", (*SEARCH, "phase"))
+
+HANDLER_ERRORS = Counter("kubenas_operator_handler_errors", "Operator handlers that raised, by handler.", ("handler",))
+API_RETRIES = Counter("kubenas_operator_api_retries", "API calls retried, by cause (HTTP status or connection).",
+                      ("reason",))
+
+_PER_SEARCH = (CREATED, SUCCEEDED, RUNNING, REWARD, DURATION, RESULT_DELAY, LAST_FINISHED, BEST, BASELINE,
+               ENTROPY, LOSS, UPDATES)
+
+
+def serve(*, port: int, host: str = "0.0.0.0") -> None:
+    """Serve /metrics from a background thread (prometheus-client's own HTTP server)."""
+    start_http_server(port, addr=host, registry=REGISTRY)
+
+
+class SearchMetrics:
+    """The metrics of one search, bound to its labels. Counters count what this process
+    saw (Prometheus' rate() and increase() handle the reset of a restart); gauges are
+    set from the engine's durable state, so they are right after a restart too."""
+
+    def __init__(self, *, namespace: str | None, search: str) -> None:
+        self.labels = (namespace or LOCAL_NAMESPACE, search)
+        for counter in (CREATED, SUCCEEDED, UPDATES):
+            counter.labels(*self.labels)  # present at 0 from the start: increase() sees the first child
+        LAST_FINISHED.labels(*self.labels).set(time.time())
+        self._failure_reasons: set[str] = set()
+
+    def created(self) -> None:
+        CREATED.labels(*self.labels).inc()
+
+    def finished(self, *, reason: str | None, reward: float | None, duration: float | None,
+                 delay: float | None) -> None:
+        """A child's verdict was recorded: `reason` None for success."""
+        if reason is None:
+            SUCCEEDED.labels(*self.labels).inc()
+            if reward is not None:
+                REWARD.labels(*self.labels).observe(reward)
+        else:
+            FAILED.labels(*self.labels, reason).inc()
+            self._failure_reasons.add(reason)
+        if duration is not None:
+            DURATION.labels(*self.labels).observe(max(0.0, duration))
+        if delay is not None:
+            RESULT_DELAY.labels(*self.labels).observe(max(0.0, delay))
+        LAST_FINISHED.labels(*self.labels).set(time.time())
+
+    def policy_updated(self, update: UpdateStats) -> None:
+        UPDATES.labels(*self.labels).inc()
+        self.policy(update)
+
+    def policy(self, update: UpdateStats | None) -> None:
+        if update is not None:
+            BASELINE.labels(*self.labels).set(update.baseline)
+            ENTROPY.labels(*self.labels).set(update.entropy)
+            LOSS.labels(*self.labels).set(update.loss)
+
+    def children(self, *, pending: int, running: int, succeeded: int, failed: int, best: float | None) -> None:
+        RUNNING.labels(*self.labels).set(running)
+        counts = {"Pending": pending, "Running": running, "Succeeded": succeeded, "Failed": failed}
+        for phase, count in counts.items():
+            CHILDREN.labels(*self.labels, phase).set(count)
+        if best is not None:
+            BEST.labels(*self.labels).set(best)
+
+    def phase(self, phase: str) -> None:
+        for name in SEARCH_PHASES:
+            PHASE.labels(*self.labels, name).set(1 if name == phase else 0)
+
+    def forget(self) -> None:
+        """The search is gone (deleted): drop its series."""
+        for metric in _PER_SEARCH:
+            _remove(metric, self.labels)
+        for phase in CHILD_PHASES:
+            _remove(CHILDREN, (*self.labels, phase))
+        for phase in SEARCH_PHASES:
+            _remove(PHASE, (*self.labels, phase))
+        for reason in self._failure_reasons:
+            _remove(FAILED, (*self.labels, reason))
+
+
+def _remove(metric: Counter | Gauge | Histogram, labels: tuple[str, ...]) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass  # never observed
