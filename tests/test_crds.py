@@ -41,6 +41,7 @@ def rejected_fields(document: dict, schema: dict) -> list[str]:
 
 def test_committed_manifests_are_generated() -> None:
     assert crds.stale(crds.MANIFESTS) == [], "CRDs are stale: run `python -m kubenas.crds`"
+    assert crds.stale(crds.CHART_COPY) == [], "the chart's CRD copy is stale: run `python -m kubenas.crds`"
 
 
 def test_check_names_stale_manifests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
