@@ -36,6 +36,7 @@ class ClusterThread:
         self.workdir = workdir
         self.kubeconfig = workdir / "kubeconfig"
         self.url = ""
+        self.dev: DevCluster | None = None  # the served cluster (its api_server records who called what)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -55,6 +56,7 @@ class ClusterThread:
         async with DevCluster(host="127.0.0.1", port=0, workdir=self.workdir / "nodes") as cluster:
             cluster.write_kubeconfig(self.kubeconfig)
             self.url = str(cluster.url).rstrip("/")
+            self.dev = cluster
             self._ready.set()
             await self._stop.wait()
 

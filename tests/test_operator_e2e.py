@@ -401,3 +401,51 @@ def test_a_child_past_its_deadline_fails_with_deadline_exceeded(cluster, operato
     assert child["status"]["phase"] == "Failed" and child["status"]["reason"] == "DeadlineExceeded"
     assert "activeDeadlineSeconds=1" in child["status"]["message"]
     assert found["status"]["trials"]["failed"] == 1
+
+
+@pytest.fixture(scope="module")
+def operator_calls(cluster: ClusterThread, tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str, str]]:
+    """(verb, group, resource) of every call an operator made — kopf's and kubenas' own
+    client's — in a search that runs, is interrupted by a killed operator and resumes."""
+    namespace = "rbac"
+    apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    log = tmp_path_factory.mktemp("rbac") / "operator.log"
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=log).start()
+    apply(cluster, search_manifest("audited", namespace=namespace, env={"FAKE_MODE": "failodd", "FAKE_SECONDS": "1"},
+                                   maxTrials=6))
+    wait_for(lambda: len(trials(cluster, "audited", namespace)) >= 2, timeout=30, what="first children",
+             operator=operator)
+    operator.kill()
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=log).start()
+    wait_phase(cluster, "audited", "Succeeded", operator=operator, namespace=namespace)
+    operator.stop()
+    for _ in range(5):  # the server thread may be adding to the set
+        try:
+            calls = set(cluster.dev.api_server.access)
+            break
+        except RuntimeError:
+            time.sleep(0.1)
+    # kopf probes its own peering resources once at start; kubenas runs standalone (no peering).
+    return {(verb, group, resource) for client, verb, group, resource in calls
+            if client in ("kopf", "kubenas-operator") and "kopfpeerings" not in resource}
+
+
+@pytest.mark.parametrize("overlay, kind", [("manifests", "Role"), ("manifests/cluster-wide", "ClusterRole")])
+def test_the_operator_calls_only_what_its_rbac_role_grants(operator_calls, overlay, kind):
+    """Every call the operators made is granted by the shipped Role (and ClusterRole), and
+    nothing granted goes unused: least privilege that is also enough. The emulated API
+    server records who called what (by User-Agent)."""
+    rendered = subprocess.run(["kubectl", "kustomize", str(Path(__file__).parent.parent / overlay)],
+                              capture_output=True, text=True, check=True).stdout
+    roles = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == kind]
+    assert len(roles) == 1, f"{overlay} should hold one {kind}"
+    granted = {(verb, group, resource) for rule in roles[0]["rules"] for verb in rule["verbs"]
+               for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert {("create", "batch", "jobs"), ("patch", "kubenas.io", "nastrials/status"),
+            ("watch", "kubenas.io", "neuralarchitecturesearches")} <= operator_calls  # the log saw them
+    assert operator_calls - granted == set(), f"the operator needs more than its {kind} grants"
+    rarely = {("get", "kubenas.io", "nastrials")}  # a create meeting a NASTrial made before a restart (409)
+    if kind == "ClusterRole":  # kopf's scanning of new CRDs and namespaces: cluster-wide operators only
+        rarely |= {(verb, group, resource) for verb in ("list", "watch")
+                   for group, resource in (("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"))}
+    assert granted - operator_calls - rarely == set(), f"the {kind} grants what the operator never calls"

@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
 if TYPE_CHECKING:
     from kubenas.controller import UpdateStats
+
+disable_created_metrics()  # no `<counter>_created` series beside each counter and histogram
 
 SEARCH = ("namespace", "search")
 SEARCH_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
@@ -52,6 +54,8 @@ HANDLER_ERRORS = Counter("kubenas_operator_handler_errors", "Operator handlers t
 API_RETRIES = Counter("kubenas_operator_api_retries", "API calls retried, by cause (HTTP status or connection).",
                       ("reason",))
 
+HANDLER_ERRORS.labels("drive_search")  # at 0: rate() shows no errors rather than no data
+
 _PER_SEARCH = (CREATED, SUCCEEDED, RUNNING, REWARD, DURATION, RESULT_DELAY, LAST_FINISHED, BEST, BASELINE,
                ENTROPY, LOSS, UPDATES)
 
@@ -68,8 +72,8 @@ class SearchMetrics:
 
     def __init__(self, *, namespace: str | None, search: str) -> None:
         self.labels = (namespace or LOCAL_NAMESPACE, search)
-        for counter in (CREATED, SUCCEEDED, UPDATES):
-            counter.labels(*self.labels)  # present at 0 from the start: increase() sees the first child
+        for metric in (CREATED, SUCCEEDED, UPDATES, REWARD, DURATION, RESULT_DELAY):
+            metric.labels(*self.labels)  # present at 0 from the start: increase() sees the first child
         LAST_FINISHED.labels(*self.labels).set(time.time())
         self._failure_reasons: set[str] = set()
 

@@ -24,6 +24,7 @@ def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = 
 
     if trainer_defaults:  # read now: a broken file stops the operator at start, not at the first child
         handlers.STATE.driver_settings = DriverSettings(trainer_defaults=TrainerDefaults.load(trainer_defaults))
+    handlers.STATE.clusterwide = not namespaces
     handlers.STATE.load_connection = lambda: load_connection(kubeconfig=kubeconfig, context=context)
     handlers.STATE.connection = handlers.STATE.load_connection()  # fails early on bad credentials
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,

@@ -22,6 +22,7 @@ class OperatorState:
     load_connection: Callable[[], Connection] | None = None  # reads the kubeconfig or token file again
     client: KubeClient | None = None
     driver_settings: DriverSettings = field(default_factory=DriverSettings)
+    clusterwide: bool = True
     drivers: dict[tuple[str, str], SearchDriver] = field(default_factory=dict)
 
 
@@ -48,6 +49,9 @@ async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.batching.batch_window = 0.1
     settings.batching.idle_timeout = 10.0
     settings.networking.request_timeout = 60
+    # Watching named namespaces, the resources found at start are all there is to watch:
+    # no cluster-wide list/watch of CRDs and namespaces, which a namespaced Role forbids.
+    settings.scanning.disabled = not STATE.clusterwide
     STATE.client = STATE.connection.client(fresh_token=lambda: STATE.load_connection().token)
 
 

@@ -19,6 +19,7 @@ from kubenas.metrics import API_RETRIES
 from kubenas.operator.names import Resource
 
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "kubenas-operator/0.1.0"  # names the operator's own calls in audit logs (kopf's say "kopf/…")
 # Worth another try: throttled, or the API server (or what is in front of it) briefly
 # unavailable. A create that went through before the error answers 409 the next time,
 # which callers already treat as "made before".
@@ -62,7 +63,7 @@ class KubeClient:
         context: ssl.SSLContext | bool = False if insecure else ssl.create_default_context(cafile=ca_path)
         if certificate_path and isinstance(context, ssl.SSLContext):
             context.load_cert_chain(certificate_path, private_key_path)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"User-Agent": USER_AGENT, **({"Authorization": f"Bearer {token}"} if token else {})}
         connector = aiohttp.TCPConnector(ssl=context if server.startswith("https") else False, limit=32)
         timeout = aiohttp.ClientTimeout(total=60)
         session = aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout)

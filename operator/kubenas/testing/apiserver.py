@@ -32,6 +32,10 @@ class ApiServer(kmock.KubernetesScaffold):
     store: Store
     pod_logs: PodLogs | None = None  # what serves pods/NAME/log: the fake kubelet
     request_history: int = 300
+    # Who called what: (client, verb, group, resource[/subresource]) as RBAC names them,
+    # client being the User-Agent's product ("kopf", "kubenas-operator", "kubectl"…).
+    # A set, so it stays small however long the cluster runs; tests check RBAC with it.
+    access: set[tuple[str, str, str, str]] = attrs.field(factory=set, init=False)
     _openapi: OpenApi = attrs.field(init=False)
     _resources_handler: ResourceHandler = attrs.field(init=False)
     _served: int = attrs.field(default=0, init=False)
@@ -81,6 +85,8 @@ class ApiServer(kmock.KubernetesScaffold):
         )
 
     def _remember(self, request: rendering.Request) -> None:
+        if request.resource is not None:
+            self.access.add(_access(request))
         self._requests.append(request)
         if len(self._requests) > 2 * self.request_history:  # trimmed in batches: deleting from a list's head is O(n)
             del self._requests[: -self.request_history]
@@ -129,3 +135,14 @@ class ApiServer(kmock.KubernetesScaffold):
         if document is None:
             raise ApiError(404, "NotFound", protocol.NOT_FOUND)
         return aiohttp.web.Response(body=document, content_type="application/json")
+
+
+def _access(request: rendering.Request) -> tuple[str, str, str, str]:
+    client = (request.headers.get("User-Agent") or "").split("/")[0]
+    if request.method == "GET":
+        verb = "watch" if request.params.get("watch") in ("1", "true") else "get" if request.name else "list"
+    else:
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update",
+                "DELETE": "delete" if request.name else "deletecollection"}.get(request.method, request.method.lower())
+    resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+    return client, verb, request.resource.group, resource
