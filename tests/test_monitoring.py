@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from tests import tools
-from tests.cluster_harness import CRDS, NAS, ClusterThread, OperatorProcess, apply, search_manifest, wait_for
+from tests.cluster_harness import (CRDS, NAS, ClusterThread, OperatorProcess, apply, search_manifest, stop_process,
+                                   wait_for)
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "manifests" / "monitoring"
@@ -216,13 +217,7 @@ class Prometheus:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
     def api(self, path: str, **params: str) -> Any:
         answer = json.loads(http_get(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"))
