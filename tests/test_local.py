@@ -110,6 +110,16 @@ def test_an_existing_run_needs_resume_or_restart(tmp_path: Path) -> None:
     assert result.search.counters.succeeded == 5
 
 
+def test_restart_trains_every_child_again(tmp_path: Path) -> None:
+    """--restart starts over: the earlier run's children (their result files) are not
+    taken for this run's, even where the same seed samples the same architectures."""
+    run(job_manifest(maxTrials=3), tmp_path)
+    failing = job_manifest(maxTrials=3, env={"FAKE_MODE": "fail"})
+    result = run(failing, tmp_path, restart=True)
+    assert result.search.counters.failed == 3 and result.search.counters.succeeded == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "fake" / "trials").iterdir()) == ["000000", "000001", "000002"]
+
+
 def test_crash_between_record_and_checkpoint_is_repaired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The runner dies after appending children to trials.jsonl but before the checkpoint
     recording them: resume tells them from the record and runs none of them again."""

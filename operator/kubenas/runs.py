@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,6 +48,9 @@ class RunDirectory:
         return self.checkpoint.exists()
 
     def create(self, manifest: dict) -> None:
+        # A new search (or --restart): children left by an earlier run must not pass
+        # for this run's (their result files would be picked up as finished children).
+        shutil.rmtree(self.trials_dir, ignore_errors=True)
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         for stale in (self.trials_file, self.updates_file, self.best_file, self.plot_file):
             stale.unlink(missing_ok=True)
