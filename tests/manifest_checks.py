@@ -17,6 +17,7 @@ the first; the `*_errors` functions return the same list for tests that expect f
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from referencing import Registry, Resource
 
 from kubenas.testing import schema as crd_schema
 from kubenas.testing.pod_security import document_violations, pod_templates
+from tests.tools import executable
 
 # The newest Kubernetes release the installed kubernetes-validate has schemas for (1.37.0 ships
 # 1.37); pinned, so a library upgrade does not silently change what is checked.
@@ -221,3 +223,11 @@ CLUSTER_WIDE_EXTRA_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
 }
+
+
+def kustomize(directory: Path) -> list[dict]:
+    """The objects `kubectl kustomize DIRECTORY` renders (client-side, no cluster)."""
+    done = subprocess.run([executable("kubectl"), "kustomize", str(directory)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, f"kubectl kustomize {directory}: {done.stderr}"
+    return documents(done.stdout)

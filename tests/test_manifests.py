@@ -7,7 +7,6 @@ operator's command line, and the emulated cluster accepts the whole install."""
 from __future__ import annotations
 
 import re
-import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from kubenas import cli
 from kubenas.operator.trainer_defaults import TrainerDefaults
 from tests.cluster_harness import ClusterThread
 from tests.manifest_checks import (CLUSTER_WIDE_EXTRA_RULES, DOCUMENTED_RULES, KUBERNETES_VERSION, ManifestError,
-                                   builtin_errors, check_restricted, custom_errors, documents, validate_builtin,
-                                   validate_custom)
+                                   builtin_errors, check_restricted, custom_errors, documents, kustomize,
+                                   validate_builtin, validate_custom)
 from tests.tools import executable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,13 +32,6 @@ BUILDS = {"namespaced": MANIFESTS, "cluster-wide": MANIFESTS / "cluster-wide"}
 
 LABELS = {"app.kubernetes.io/name": "kubenas", "app.kubernetes.io/component": "operator",
           "app.kubernetes.io/part-of": "kubenas"}
-
-
-def kustomize(directory: Path) -> list[dict]:
-    done = subprocess.run([executable("kubectl"), "kustomize", str(directory)], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, f"kubectl kustomize {directory}: {done.stderr}"
-    return documents(done.stdout)
 
 
 @pytest.fixture(scope="module")

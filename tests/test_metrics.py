@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from kubenas import metrics
 from kubenas.controller import UpdateStats
 from kubenas.operator.kube import ApiError, KubeClient
 from tests import tools
+from tests.cluster_harness import free_port
 from tests.test_local import job_manifest
 
 KUBENAS = [sys.executable, "-m", "kubenas.cli"]
@@ -27,12 +26,6 @@ KUBENAS = [sys.executable, "-m", "kubenas.cli"]
 
 def value(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -21,8 +20,8 @@ import pytest
 import yaml
 
 from tests import tools
-from tests.cluster_harness import (CRDS, NAS, ClusterThread, OperatorProcess, apply, search_manifest, stop_process,
-                                   wait_for)
+from tests.cluster_harness import (CRDS, NAS, ClusterThread, OperatorProcess, apply, free_port, search_manifest,
+                                   stop_process, wait_for)
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "manifests" / "monitoring"
@@ -172,12 +171,6 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path):
 NS = "monitoring"
 SEARCH = "watched"
 MAX_TRIALS = 8  # failodd: children 1, 3, 5, 7 fail (InvalidArchitecture), the others succeed; 1 s each
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_get(url: str) -> str:

@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubenas.search import Search
 from kubenas import spec as specs
-from tests.cluster_harness import (CRDS, NAS, TRIALS, ClusterThread, OperatorProcess, apply, kubectl_available,
-                                   search_manifest, wait_for)
-from tests.test_metrics import free_port
+from tests.cluster_harness import (CRDS, NAS, TRIALS, ClusterThread, OperatorProcess, apply, free_port,
+                                   kubectl_available, search_manifest, wait_for)
+from tests.manifest_checks import kustomize
 
 pytestmark = pytest.mark.skipif(not kubectl_available(), reason="kubectl is not on PATH")
 NS = "e2e"
@@ -435,9 +435,7 @@ def test_the_operator_calls_only_what_its_rbac_role_grants(operator_calls, overl
     """Every call the operators made is granted by the shipped Role (and ClusterRole), and
     nothing granted goes unused: least privilege that is also enough. The emulated API
     server records who called what (by User-Agent)."""
-    rendered = subprocess.run(["kubectl", "kustomize", str(Path(__file__).parent.parent / overlay)],
-                              capture_output=True, text=True, check=True).stdout
-    roles = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == kind]
+    roles = [d for d in kustomize(Path(__file__).parent.parent / overlay) if d["kind"] == kind]
     assert len(roles) == 1, f"{overlay} should hold one {kind}"
     granted = {(verb, group, resource) for rule in roles[0]["rules"] for verb in rule["verbs"]
                for group in rule["apiGroups"] for resource in rule["resources"]}

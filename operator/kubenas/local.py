@@ -124,7 +124,6 @@ async def run_search(
                           duration=seconds, delay=delay)
         if outcome.update is not None:
             observed.policy_updated(outcome.update)
-        observe()
 
     def launch(ticket: Ticket) -> None:
         if ticket.index in recorded:  # finished before a crash, asked again on resume
@@ -142,10 +141,12 @@ async def run_search(
             for ticket in sorted(search.in_flight.values(), key=lambda t: t.index):
                 launch(ticket)
             stop_waiter = asyncio.ensure_future(stop.wait())
+            observed.phase("Running")
             while True:
                 too_many_failures = spec.max_failed_trials is not None and search.counters.failed > spec.max_failed_trials
                 if too_many_failures and phase != "Failed":
                     phase, reason = "Failed", "MaxFailedTrialsReached"
+                    observed.phase(phase)
                     progress.log(
                         f"[{name}] {search.counters.failed} children failed, more than maxFailedTrials="
                         f"{spec.max_failed_trials}: no new children; waiting for the {len(running)} running"
@@ -157,8 +158,7 @@ async def run_search(
                     if ticket.index not in recorded:  # not a child re-asked on resume
                         observed.created()
                     launch(ticket)
-                observed.phase(phase if phase == "Failed" else "Running")
-                observe()
+                observe()  # once per pass: after the records and launches of the last one
                 run.save(search)
                 if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
                     _write_summaries(run, search, name, records=list(recorded.values()))
