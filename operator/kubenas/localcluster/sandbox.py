@@ -1,0 +1,128 @@
+"""What makes a process a container here: its own mount namespace, where each volume is
+bind-mounted at its mountPath (and the termination-message file at its path), a memory
+cgroup holding the memory limit (the kernel's OOM killer enforces it), a process group
+of its own, and death with the kubelet (PR_SET_PDEATHSIG). Mount namespaces need root."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path  # on the host
+    target: str  # in the container
+    read_only: bool = False
+
+
+def prepare_targets(mounts: list[Mount]) -> None:
+    """Creates each mount point on the host (an empty folder or file, as the source is):
+    bind mounts need one, and creating it inside the namespace would be no different."""
+    for mount in mounts:
+        target = Path(mount.target)
+        if mount.source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def enter(*, mounts: list[Mount], cgroup_procs: Path | None, working_dir: str) -> None:
+    """Runs in the child between fork and exec (subprocess's preexec_fn)."""
+    if cgroup_procs is not None:
+        cgroup_procs.write_text(str(os.getpid()))
+    if mounts:
+        _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
+        for mount in mounts:
+            source, target = str(mount.source).encode(), mount.target.encode()
+            _check(_libc.mount(source, target, None, MS_BIND | MS_REC, None), f"bind-mounting {mount.target}")
+            if mount.read_only:
+                _check(_libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None),
+                       f"making {mount.target} read-only")
+    os.makedirs(working_dir, exist_ok=True)
+    os.chdir(working_dir)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class MemoryCgroup:
+    """A memory cgroup (v2, or v1's memory controller) below the kubelet's own, limiting one
+    container; None from create() where the kubelet may not make one."""
+
+    def __init__(self, path: Path, *, v2: bool) -> None:
+        self.path, self.v2 = path, v2
+
+    @classmethod
+    def create(cls, name: str, limit_bytes: int) -> MemoryCgroup | None:
+        parent = _own_memory_cgroup()
+        if parent is None:
+            return None
+        folder, v2 = parent
+        path = folder / name
+        try:
+            path.mkdir(exist_ok=True)
+            (path / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text(str(limit_bytes))
+            if v2:
+                (path / "memory.swap.max").write_text("0")
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            return None
+        return cls(path, v2=v2)
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of this cgroup."""
+        try:
+            text = (self.path / ("memory.events" if self.v2 else "memory.oom_control")).read_text()
+        except OSError:
+            return False
+        counts = dict(line.split() for line in text.splitlines() if len(line.split()) == 2)
+        return int(counts.get("oom_kill", "0")) > 0
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def _own_memory_cgroup() -> tuple[Path, bool] | None:
+    """The folder of this process's memory cgroup, and whether it is cgroup v2."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            if folder.is_dir() and os.access(folder, os.W_OK):
+                return folder, False
+    for line in lines:
+        if line.startswith("0::"):
+            root = Path("/sys/fs/cgroup")
+            if not (root / "cgroup.controllers").exists():
+                root = root / "unified"
+            folder = root / line[3:].lstrip("/")
+            enabled = (folder / "cgroup.subtree_control")
+            if enabled.exists() and "memory" in enabled.read_text().split() and os.access(folder, os.W_OK):
+                return folder, True
+    return None

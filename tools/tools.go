@@ -1,0 +1,13 @@
+//go:build tools
+
+// Package tools records the main packages built by build.sh, so that `go mod tidy`
+// keeps their dependencies in go.sum.
+package tools
+
+import (
+	_ "helm.sh/helm/v3/cmd/helm"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
