@@ -8,29 +8,19 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.kubenas-installed
 
-# The Helm chart is checked with helm-sdkpy (the Helm Go library), which needs Python
-# >= 3.12: it gets its own venv. Prometheus' promtool and server come from Debian.
-HELM_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python) $(shell command -v python3.12 python3.13 2>/dev/null))
-HELM_VENV   := .helm-venv
-HELM_STAMP  := $(HELM_VENV)/.kubenas-installed
-SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench crds clean venv tools prometheus
 
 venv: $(STAMP)
 
-# Tools the tests drive for real; tests that need a missing one skip with the reason
-# (and fail instead where KUBENAS_REQUIRE_TOOLS=1, as in CI).
-tools: $(HELM_STAMP) prometheus
-
-$(HELM_STAMP):
-	@if [ -z "$(HELM_PYTHON)" ]; then \
-		echo "make: no Python >= 3.12 found (set HELM_PYTHON): the Helm chart tests will skip" >&2; \
-	else \
-		$(HELM_PYTHON) -m venv $(HELM_VENV) && \
-		$(HELM_VENV)/bin/python -m pip install --quiet "helm-sdkpy==0.1.32" "pyyaml>=6" && \
-		touch $(HELM_STAMP); \
-	fi
+# Tools the tests drive for real: Kubernetes (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubectl) and Helm built from their Go modules
+# by tools/build.sh (once: a stamp in ~/.cache/kubenas/tools), and Debian's Prometheus.
+# Tests that need a missing one skip with the reason (and fail where
+# KUBENAS_REQUIRE_TOOLS=1, as in CI).
+tools: prometheus
+	bash tools/build.sh
 
 prometheus:
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -63,4 +53,4 @@ crds: $(STAMP)
 	$(BIN)/python -m kubenas.crds
 
 clean:
-	rm -rf $(VENV) $(HELM_VENV) runs
+	rm -rf $(VENV) runs

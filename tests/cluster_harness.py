@@ -1,17 +1,16 @@
-"""An emulated cluster (kubenas.testing.DevCluster) in a background thread, operators as
-real `kubenas operator` subprocesses, and kubectl: what the end-to-end tests drive."""
+"""Real Kubernetes for the end-to-end tests (kubenas.localcluster: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler built by `make tools`, and the process kubelet),
+operators as real `kubenas operator` subprocesses authenticated as their
+ServiceAccount, and the real kubectl."""
 
 from __future__ import annotations
 
-import asyncio
+import copy
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -21,71 +20,59 @@ from typing import Any, Callable
 
 import yaml
 
-from kubenas.testing.cluster import DevCluster
+from kubenas.localcluster import LocalCluster, NodeOptions, binaries
+from kubenas.localcluster.processes import free_port  # noqa: F401  (the tests' one free_port)
+from tests.tools import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = ROOT / "manifests" / "crds"
 FAKE_TRAINER = str(Path(__file__).with_name("fake_trainer.py"))
 NAS = "/apis/kubenas.io/v1alpha1/namespaces/{ns}/neuralarchitecturesearches"
 TRIALS = "/apis/kubenas.io/v1alpha1/namespaces/{ns}/nastrials"
+OPERATOR_ACCOUNT = "kubenas-operator"
+# What Pod Security "restricted" asks of every pod, as the shipped trainer defaults set it.
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-class ClusterThread:
-    """A DevCluster served from its own event loop, so tests may block on subprocesses."""
+def tool(name: str) -> str:
+    """A component `make tools` builds (kubectl, helm, …): its path, else skip (fail in CI)."""
+    try:
+        return binaries.find(name)
+    except binaries.BinaryNotFound as error:
+        missing(str(error))
+        raise
 
-    def __init__(self, *, workdir: Path) -> None:
+
+class Cluster:
+    """A LocalCluster for tests, with an admin client (plain HTTPS) and kubectl."""
+
+    def __init__(self, *, workdir: Path, **options: Any) -> None:
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
+            tool(name)
+        options.setdefault("node", NodeOptions(cpu="64", memory="64Gi", pods=250))
+        self.local = LocalCluster(workdir=workdir, **options)
         self.workdir = workdir
-        self.kubeconfig = workdir / "kubeconfig"
+        self.kubeconfig = self.local.kubeconfig
         self.url = ""
-        self.dev: DevCluster | None = None  # the served cluster (its api_server records who called what)
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="dev-cluster", daemon=True)
 
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as error:  # reported by start()
-            self._error = error
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with DevCluster(host="127.0.0.1", port=0, workdir=self.workdir / "nodes") as cluster:
-            cluster.write_kubeconfig(self.kubeconfig)
-            self.url = str(cluster.url).rstrip("/")
-            self.dev = cluster
-            self._ready.set()
-            await self._stop.wait()
-
-    def start(self) -> ClusterThread:
-        self._thread.start()
-        self._ready.wait(60)
-        if self._error is not None:
-            raise RuntimeError("the dev cluster did not start") from self._error
+    def start(self) -> Cluster:
+        self.local.start()
+        self.url = self.local.server
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+        self.local.stop()
 
-    # -- plain HTTP, as any client -------------------------------------------------------
+    # -- plain HTTPS, as the admin ---------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 params: dict | None = None) -> Any:
-        url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+        query = "?" + urllib.parse.urlencode(params) if params else ""
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
+            return self.local.request(method, path + query, body, content_type=content_type)
         except urllib.error.HTTPError as error:
-            if error.code == 404 and method == "GET":
-                return None
             raise AssertionError(f"{method} {path}: {error.code} {error.read().decode()}") from None
 
     def get(self, path: str, **params: str) -> Any:
@@ -98,28 +85,60 @@ class ClusterThread:
     def merge_patch(self, path: str, patch: dict) -> Any:
         return self.request("PATCH", path, patch, content_type="application/merge-patch+json")
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        done = subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], capture_output=True,
-                              text=True, timeout=60, input=input)
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None, kubeconfig: Path | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        done = subprocess.run([tool("kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+                              capture_output=True, text=True, timeout=timeout, input=input)
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stdout}{done.stderr}")
         return done
 
+    # -- set-up the tests share ------------------------------------------------------
+
+    def namespace(self, name: str, *, enforce: str = "restricted") -> str:
+        """A namespace whose pods the real PodSecurity admission holds to `enforce`."""
+        labels = {f"pod-security.kubernetes.io/{mode}": enforce for mode in ("enforce", "warn")}
+        apply(self, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+        return name
+
+    def operator_kubeconfig(self, namespace: str) -> Path:
+        """The shipped ServiceAccount, Role and RoleBinding, installed in `namespace`, and
+        a kubeconfig with a token of that ServiceAccount from the TokenRequest API: every
+        call of an operator using it is judged by the API server's RBAC authorizer."""
+        documents = [yaml.safe_load((ROOT / "manifests" / "base" / "serviceaccount.yaml").read_text()),
+                     yaml.safe_load((ROOT / "manifests" / "role.yaml").read_text()),
+                     yaml.safe_load((ROOT / "manifests" / "rolebinding.yaml").read_text())]
+        for document in documents:
+            document = copy.deepcopy(document)
+            document["metadata"]["namespace"] = namespace
+            for subject in document.get("subjects") or []:
+                subject["namespace"] = namespace
+            apply(self, document)
+        return self.local.token_kubeconfig(self.workdir / f"operator-{namespace}.kubeconfig", namespace=namespace,
+                                           service_account=OPERATOR_ACCOUNT)
+
+    def audit_events(self) -> list[dict]:
+        """The API server's audit log (level Metadata), one event per request."""
+        return [json.loads(line) for line in self.local.audit_log.read_text().splitlines() if line.strip()]
+
 
 class OperatorProcess:
-    """`kubenas operator` as a subprocess: killable like a real pod."""
+    """`kubenas operator` as a subprocess, as the namespace's operator ServiceAccount:
+    killable like a real pod."""
 
-    def __init__(self, *, cluster: ClusterThread, namespace: str, log: Path, args: list[str] | None = None) -> None:
+    def __init__(self, *, cluster: Cluster, namespace: str, log: Path, args: list[str] | None = None,
+                 kubeconfig: Path | None = None) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log = log
         self.args = list(args or [])  # more `kubenas operator` options, e.g. --metrics-port
+        self.kubeconfig = kubeconfig or cluster.operator_kubeconfig(namespace)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> OperatorProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kubenas.cli", "operator", "--kubeconfig", str(self.cluster.kubeconfig),
+                [sys.executable, "-m", "kubenas.cli", "operator", "--kubeconfig", str(self.kubeconfig),
                  "--namespace", self.namespace, *self.args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
@@ -138,13 +157,6 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def stop_process(process: subprocess.Popen | None) -> None:
     """SIGTERM, then SIGKILL if it has not exited within 30 s."""
     if process is not None and process.poll() is None:
@@ -157,8 +169,7 @@ def stop_process(process: subprocess.Popen | None) -> None:
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str | Callable[[], str],
-             operator: OperatorProcess | None = None,
-              interval: float = 0.2) -> Any:
+             operator: OperatorProcess | None = None, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -172,17 +183,18 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str | Callab
 
 def search_manifest(name: str, *, namespace: str, trainer: str = "fake", env: dict | None = None,
                     args: list[str] | None = None, **spec: Any) -> dict:
-    """A small MacroCNN search on digits; `trainer` "fake" (milliseconds) or "real"."""
+    """A small MacroCNN search on digits; `trainer` "fake" (milliseconds) or "real".
+    Its pods meet Pod Security "restricted"."""
     if trainer == "fake":
         container = {"name": "trainer", "image": "kubenas/fake-trainer", "command": ["python", FAKE_TRAINER],
                      "args": args or []}
     else:
         container = {"name": "trainer", "image": "ghcr.io/kubenas/trainer:0.1.0",
-                     "command": ["python", "-m", "kubenas_trainer"],
                      "args": args or ["--dataset", "digits", "--epochs", "4", "--batch-size", "64",
                                       "--learning-rate", "0.05"]}
     container["env"] = [{"name": k, "value": v} for k, v in (env or {}).items()]
     container["resources"] = {"limits": {"cpu": "1"}}
+    container["securityContext"] = RESTRICTED_CONTAINER
     body = {
         "searchSpace": {"type": "MacroCNN", "macroCNN": {
             "filterHeights": [1, 3], "filterWidths": [1, 3], "numFilters": [8, 16],
@@ -192,16 +204,12 @@ def search_manifest(name: str, *, namespace: str, trainer: str = "fake", env: di
         "reward": {"lastEpochs": 1},
         "maxTrials": 4,
         "parallelism": 2,
-        "trial": {"kind": "Job", "template": {"spec": {"containers": [container]}}},
+        "trial": {"kind": "Job", "template": {"spec": {"securityContext": RESTRICTED_POD, "containers": [container]}}},
         **spec,
     }
     return {"apiVersion": "kubenas.io/v1alpha1", "kind": "NeuralArchitectureSearch",
             "metadata": {"name": name, "namespace": namespace}, "spec": body}
 
 
-def apply(cluster: ClusterThread, document: dict) -> subprocess.CompletedProcess:
-    return cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
-
-
-def kubectl_available() -> bool:
-    return shutil.which("kubectl") is not None
+def apply(cluster: Cluster, document: dict, *, kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
+    return cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(document), kubeconfig=kubeconfig)

@@ -10,8 +10,9 @@ goes (the API server prunes unknown fields, and kubectl's strict field validatio
 rejects them); `additionalProperties: true` becomes
 `x-kubernetes-preserve-unknown-fields` (the pod template, its containers, `resources`,
 which pass through). A field filled by
-`default_factory=Model` gets `default: {}`, so the API server creates it and its own
-fields' defaults apply, as pydantic's do; other factories state their value; `null`
+`default_factory=Model` gets the model's defaults as its `default` (the API server
+validates a default, CEL rules included, without nested defaulting, so `{}` would fail
+the rules); other factories state their value; `null`
 defaults are dropped. Any other JSON Schema construct raises SchemaError rather than
 yield a CRD the API server would refuse.
 
@@ -91,7 +92,9 @@ class _FactoryDefaults(GenerateJsonSchema):
         if factory is None:
             return super().get_default_value(schema)
         if isinstance(factory, type) and issubclass(factory, BaseModel):
-            return {}  # the model's own defaults, which its schema states field by field
+            # Stated whole: the API server checks a default against the schema, CEL rules
+            # included, without applying the nested defaults first.
+            return factory().model_dump(mode="json", by_alias=True, exclude_none=True)
         return factory()
 
 

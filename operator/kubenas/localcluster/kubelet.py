@@ -86,6 +86,7 @@ class Kubelet:
     images: ImageMap
     runs: dict[str, PodRun] = field(default_factory=dict)  # by pod uid, while its task lives
     taken: set[str] = field(default_factory=set)  # uids of pods this kubelet took on
+    removing: set[str] = field(default_factory=set)  # uids of deleted pods whose removal is under way
 
     @property
     def api(self) -> tuple[str, int]:
@@ -190,6 +191,7 @@ class Kubelet:
                     if uid not in present:
                         run.delete(run.pod)
                 self.taken &= present
+                self.removing &= present
                 for pod in pods:
                     self._on_pod("ADDED", pod)
                 params = {"fieldSelector": f"spec.nodeName={self.node_name}", "resourceVersion": version,
@@ -204,18 +206,23 @@ class Kubelet:
     def _on_pod(self, kind: str, pod: dict) -> None:
         metadata = pod["metadata"]
         uid = metadata["uid"]
-        if kind == "DELETED" or metadata.get("deletionTimestamp"):
+        if kind == "DELETED":
             if uid in self.runs:
                 self.runs[uid].delete(pod)
-            if kind == "DELETED":
-                self.taken.discard(uid)
-                return
+            self.taken.discard(uid)
+            return
+        if metadata.get("deletionTimestamp"):
+            if uid in self.runs:
+                self.runs[uid].delete(pod)  # its task stops the process, then removes the pod
+            elif uid not in self.removing:
+                self.removing.add(uid)  # nothing runs it (finished, or never started): confirm the deletion
+                asyncio.create_task(self._remove(pod))
+            self.taken.add(uid)
+            return
         if uid in self.taken:
             return
         self.taken.add(uid)
-        if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES or metadata.get("deletionTimestamp"):
-            if metadata.get("deletionTimestamp"):
-                asyncio.create_task(self._remove(pod))  # nothing runs it: confirm the deletion
+        if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
             return
         run = PodRun(pod=pod, deletion=asyncio.get_running_loop().create_future())
         self.runs[uid] = run
