@@ -1,21 +1,28 @@
-"""The operator at the paper's scale, on the emulated cluster (`kubenas.testing`).
+"""The operator at the paper's scale, on real Kubernetes (kubenas.localcluster: etcd,
+kube-apiserver, kube-controller-manager and kube-scheduler built by `make tools`, and the
+process kubelet).
 
-Prints, for one `kubenas operator` process:
+Prints, for one `kubenas operator` process authenticated as its ServiceAccount:
 - table children: a NAS-Bench-201-style search of 12,800 children (the paper's count)
   with 800 in flight, each child a NASTrial looked up in a table (no Job), so the
-  operator's own costs show: children recorded per second, status writes, peak memory;
-- Job children: N children, each a Job whose pod is a local process (a stand-in
-  trainer that sleeps), through the Job controller and kubelet.
+  operator's own costs show;
+- Job children: N children, each a Job whose pod is a local process that writes its
+  result at once ("instant pods"), through the real Job controller, scheduler and kubelet;
+and for each: children per second, API requests per child from the API server's own
+`apiserver_request_total` (all clients), the operator's share by verb and resource from
+the audit log, and the operator's peak memory.
 
-The emulated API server shares this machine's cores with the operator and every
-child process, so the figures are a floor for a real cluster, not a forecast.
+Everything shares this machine's 2 cores (etcd, the API server, the controllers, the
+kubelet, the operator and every child), so the figures are a floor for a real cluster.
 
-    python benchmarks/operator_scale.py [--table-trials 12800] [--parallelism 800] [--job-trials 300]
+    python benchmarks/operator_scale.py [--table-trials 12800] [--parallelism 800]
+                                        [--job-trials 300] [--job-parallelism 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import sys
 import tempfile
@@ -25,9 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from kubenas.localcluster import NodeOptions  # noqa: E402
 from kubenas_trainer.architecture import NB201_OPERATIONS, cell_string  # noqa: E402
-from tests.cluster_harness import (CRDS, NAS, ClusterThread, OperatorProcess, apply,  # noqa: E402
-                                   search_manifest, wait_for)
+from tests.cluster_harness import (CRDS, NAS, OPERATOR_ACCOUNT, Cluster, OperatorProcess,  # noqa: E402
+                                   search_manifest, wait_for, apply)
+
+NAMESPACE = "bench"
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -45,15 +57,62 @@ def write_table(path: Path) -> Path:
     return path
 
 
-def run_search(cluster: ClusterThread, operator: OperatorProcess, document: dict, *, timeout: float) -> tuple[float, dict]:
+def request_totals(cluster: Cluster) -> collections.Counter:
+    """apiserver_request_total summed by (verb, resource/subresource), every client."""
+    totals: collections.Counter = collections.Counter()
+    for family in text_string_to_metric_families(cluster.local.request("GET", "/metrics", raw=True)):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name == "apiserver_request_total":
+                labels = sample.labels
+                resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+                totals[(labels["verb"], resource or "-")] += sample.value
+    return totals
+
+
+def operator_requests(cluster: Cluster, since: int) -> tuple[collections.Counter, int]:
+    """The operator's requests in the audit log from line `since` on, by (verb, resource)."""
+    user = f"system:serviceaccount:{NAMESPACE}:{OPERATOR_ACCOUNT}"
+    events = cluster.audit_events()
+    counts: collections.Counter = collections.Counter()
+    for event in events[since:]:
+        if event["user"]["username"] == user and "objectRef" in event:
+            ref = event["objectRef"]
+            counts[(event["verb"], ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else ""))] += 1
+    return counts, len(events)
+
+
+def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, timeout: float) -> None:
     name = document["metadata"]["name"]
-    path = f"{NAS.format(ns='bench')}/{name}"
+    path = f"{NAS.format(ns=NAMESPACE)}/{name}"
+    before, audit_mark = request_totals(cluster), len(cluster.audit_events())
+    cpu_before = operator_cpu_seconds(operator)
     start = time.monotonic()
     apply(cluster, document)
     status = wait_for(lambda: ((cluster.get(path) or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
                       and cluster.get(path)["status"], timeout=timeout, what=f"{name} to finish", operator=operator,
                       interval=1.0)
-    return time.monotonic() - start, status
+    seconds = time.monotonic() - start
+    children = status["trials"]["succeeded"] + status["trials"]["failed"]
+    after = request_totals(cluster)
+    everyone = after - before
+    mine, _ = operator_requests(cluster, audit_mark)
+    cpu = operator_cpu_seconds(operator) - cpu_before
+    print(f"{name}: {children:,} children ({status['trials']['failed']} failed) in {seconds:.1f} s = "
+          f"{children / seconds:,.1f} children/s; {status['controller']['policyUpdates']:,} policy updates; "
+          f"operator CPU {cpu / children * 1000:.1f} ms per child")
+    print(f"  API requests per child, every client (apiserver_request_total): {sum(everyone.values()) / children:.2f}")
+    for (verb, resource), count in everyone.most_common(12):
+        print(f"    {verb:>7} {resource:<40} {count / children:6.2f}")
+    print(f"  the operator's own requests per child (audit log): {sum(mine.values()) / children:.2f}")
+    for (verb, resource), count in mine.most_common(12):
+        print(f"    {verb:>7} {resource:<40} {count / children:6.2f}")
+
+
+def operator_cpu_seconds(operator: OperatorProcess) -> float:
+    fields = Path(f"/proc/{operator.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
 
 
 def main() -> None:
@@ -65,26 +124,24 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kubenas-scale-") as scratch:
         workdir = Path(scratch)
-        cluster = ClusterThread(workdir=workdir).start()
-        cluster.kubectl("apply", "-f", str(CRDS))
-        apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})
-        operator = OperatorProcess(cluster=cluster, namespace="bench", log=workdir / "operator.log").start()
+        started = time.monotonic()
+        node = NodeOptions(cpu="2000", memory="1Ti", pods=max(250, args.job_parallelism + 50))
+        cluster = Cluster(workdir=workdir / "cluster", node=node).start()
+        print(f"control plane ready in {time.monotonic() - started:.1f} s")
+        cluster.install_crds()
+        cluster.namespace(NAMESPACE)
+        operator = OperatorProcess(cluster=cluster, namespace=NAMESPACE, log=workdir / "operator.log").start()
         try:
-            table = search_manifest("table", namespace="bench", maxTrials=args.table_trials,
-                                    parallelism=args.parallelism, controller={"batchSize": 8, "learningRate": 0.01})
-            table["spec"]["searchSpace"] = {"type": "NB201Cell"}
-            table["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": str(write_table(workdir / "t.csv"))}}
-            seconds, status = run_search(cluster, operator, table, timeout=3600)
-            print(f"table children: {status['trials']['succeeded']:,} recorded in {seconds:.1f} s "
-                  f"({status['trials']['succeeded'] / seconds:,.0f}/s), parallelism {args.parallelism}, "
-                  f"{status['controller']['policyUpdates']:,} policy updates (each checkpointed), "
-                  f"best reward {status['best']['reward']:.4f}")
-            jobs = search_manifest("jobs", namespace="bench", env={"FAKE_SECONDS": "2"}, maxTrials=args.job_trials,
-                                   parallelism=args.job_parallelism, controller={"batchSize": 8})
-            seconds, status = run_search(cluster, operator, jobs, timeout=3600)
-            print(f"Job children: {status['trials']['succeeded']:,} (2 s each) in {seconds:.1f} s "
-                  f"({status['trials']['succeeded'] / seconds:.1f}/s), parallelism {args.job_parallelism}; "
-                  f"failed {status['trials']['failed']}")
+            if args.table_trials:
+                table = search_manifest("table", namespace=NAMESPACE, maxTrials=args.table_trials,
+                                        parallelism=args.parallelism, controller={"batchSize": 8, "learningRate": 0.01})
+                table["spec"]["searchSpace"] = {"type": "NB201Cell"}
+                table["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": str(write_table(workdir / "t.csv"))}}
+                run_search(cluster, operator, table, timeout=3600)
+            if args.job_trials:
+                jobs = search_manifest("jobs", namespace=NAMESPACE, maxTrials=args.job_trials,
+                                       parallelism=args.job_parallelism, controller={"batchSize": 8})
+                run_search(cluster, operator, jobs, timeout=3600)
             print(f"operator peak memory (VmHWM): {peak_rss_mib(operator.process.pid):.0f} MiB")
         finally:
             operator.stop()

@@ -70,10 +70,14 @@ class Cluster:
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 params: dict | None = None) -> Any:
         query = "?" + urllib.parse.urlencode(params) if params else ""
-        try:
-            return self.local.request(method, path + query, body, content_type=content_type)
-        except urllib.error.HTTPError as error:
-            raise AssertionError(f"{method} {path}: {error.code} {error.read().decode()}") from None
+        for attempt in range(20):
+            try:
+                return self.local.request(method, path + query, body, content_type=content_type)
+            except urllib.error.HTTPError as error:
+                text = error.read().decode()
+                if error.code != 429 or attempt == 19:  # 429: e.g. a new CRD's storage still initialising
+                    raise AssertionError(f"{method} {path}: {error.code} {text}") from None
+                time.sleep(float(error.headers.get("Retry-After") or 1))
 
     def get(self, path: str, **params: str) -> Any:
         return self.request("GET", path, params=params or None)
@@ -94,6 +98,14 @@ class Cluster:
         return done
 
     # -- set-up the tests share ------------------------------------------------------
+
+    def install_crds(self) -> None:
+        """kubenas's CRDs, applied and Established, their storage serving lists."""
+        self.kubectl("apply", "-f", str(CRDS))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     "crd/neuralarchitecturesearches.kubenas.io", "crd/nastrials.kubenas.io")
+        self.get(NAS.format(ns="default"))
+        self.get(TRIALS.format(ns="default"))
 
     def namespace(self, name: str, *, enforce: str = "restricted") -> str:
         """A namespace whose pods the real PodSecurity admission holds to `enforce`."""

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubenas.search import Search
 from kubenas import spec as specs
 from tests.cluster_harness import (CRDS, NAS, OPERATOR_ACCOUNT, TRIALS, Cluster, OperatorProcess, apply, free_port,
-                                   search_manifest, wait_for)
+                                   search_manifest, tool, wait_for)
 from tests.manifest_checks import kustomize
 
 NS = "e2e"
@@ -29,7 +29,7 @@ NS = "e2e"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     cluster = Cluster(workdir=tmp_path_factory.mktemp("cluster")).start()
-    cluster.kubectl("apply", "-f", str(CRDS))
+    cluster.install_crds()
     for namespace in (NS, "restart", "straight"):
         cluster.namespace(namespace)
     yield cluster
@@ -214,12 +214,18 @@ def test_a_spec_violating_the_schema_is_rejected_naming_the_field(cluster):
 
 
 def test_what_the_schema_cannot_say_fails_with_a_condition(cluster, operator):
+    # A CEL rule of the CRD: the real API server refuses this at apply time.
     document = search_manifest("impossible", namespace=NS)
     document["spec"]["searchSpace"]["macroCNN"]["depth"].update(initialLayers=4, maxLayers=2)
+    refused = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(document), check=False)
+    assert refused.returncode != 0 and "maxLayers is below initialLayers" in refused.stderr
+    # A per-item rule the schema does not carry (filter sizes must be odd): the operator's.
+    document = search_manifest("impossible", namespace=NS)
+    document["spec"]["searchSpace"]["macroCNN"]["filterHeights"] = [2, 3]
     apply(cluster, document)
     found = wait_phase(cluster, "impossible", "Failed", operator=operator, timeout=30)
     failed = condition(found["status"], "Failed")
-    assert failed["reason"] == "InvalidSpec" and "maxLayers" in failed["message"]
+    assert failed["reason"] == "InvalidSpec" and "filterHeights" in failed["message"], failed
     assert not trials(cluster, "impossible")
 
 
@@ -299,16 +305,17 @@ def test_kubectl_against_kubenas_dev_cluster(tmp_path: Path):
                                "--workdir", str(tmp_path / "nodes")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not kubeconfig.exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while not kubeconfig.exists() and time.monotonic() < deadline and server.poll() is None:
             time.sleep(0.1)
         assert kubeconfig.exists(), "dev-cluster wrote no kubeconfig"
 
         def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
-            return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True,
+            return subprocess.run([tool("kubectl"), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
                                   text=True, timeout=60, input=input)
 
         assert kubectl("apply", "-f", str(CRDS)).returncode == 0
+        assert kubectl("wait", "--for=condition=Established", "crd/neuralarchitecturesearches.kubenas.io").returncode == 0
         document = search_manifest("by-hand", namespace="default")
         created = kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
         assert created.returncode == 0 and "created" in created.stdout, created.stderr

@@ -55,10 +55,11 @@ def _parser() -> argparse.ArgumentParser:
                                "trial.template leaves unset")
     operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    from kubenas.testing import devcluster
+    from kubenas.localcluster import devcluster
 
     dev_cluster = commands.add_parser(
-        "dev-cluster", help="run an emulated Kubernetes API server, Job controller and kubelet on localhost"
+        "dev-cluster", help="run real Kubernetes on this machine (etcd, API server, controllers, scheduler and a "
+                            "kubelet whose pods are local processes), built by `make tools`"
     )
     devcluster.add_arguments(dev_cluster)
     return parser
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"kubenas: --trainer-defaults {error}", file=sys.stderr)
                 return EXIT_USAGE
         if args.command == "dev-cluster":
-            from kubenas.testing import devcluster
+            from kubenas.localcluster import devcluster
 
             return devcluster.run(args)
         if args.command == "export":

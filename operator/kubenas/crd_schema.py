@@ -31,8 +31,7 @@ and reports a violation as a Failed condition:
 - trial.kind Job needs trial.template, Tabular needs trial.tabular (CEL);
 - trial.kind Tabular needs searchSpace.type NB201Cell (CEL).
 Those marked CEL are also `x-kubernetes-validations`, so a real API server rejects the
-manifest at `kubectl apply`; the emulated cluster of kubenas.testing does not evaluate
-CEL. The per-item rules are not: a CEL rule over an unbounded list risks the API
+manifest at `kubectl apply`. The per-item rules are not: a CEL rule over an unbounded list risks the API
 server's cost budget.
 """
 

@@ -1,6 +1,6 @@
 """Kubernetes' `$(VAR)` expansion of a container's command, args and env values.
 
-Shared by the local runner and the emulated kubelet; imports nothing heavy (the
+Shared by the local runner and the process kubelet; imports nothing heavy (the
 kubelet must not load PyTorch).
 """
 
