@@ -71,16 +71,28 @@ def request_totals(cluster: Cluster) -> collections.Counter:
     return totals
 
 
-def operator_requests(cluster: Cluster, since: int) -> tuple[collections.Counter, int]:
-    """The operator's requests in the audit log from line `since` on, by (verb, resource)."""
-    user = f"system:serviceaccount:{NAMESPACE}:{OPERATOR_ACCOUNT}"
+def client_name(user: str) -> str:
+    """A client's name in the figures: the operator, each controller, the scheduler, the kubelet."""
+    if user == f"system:serviceaccount:{NAMESPACE}:{OPERATOR_ACCOUNT}":
+        return "operator"
+    if user.startswith("system:serviceaccount:kube-system:"):
+        return "kcm:" + user.rsplit(":", 1)[1]
+    return {"system:kube-scheduler": "scheduler", "kubenas-admin": "this benchmark (polling)"}.get(
+        user, "kubelet" if user.startswith("system:node:") else user)
+
+
+def audited_requests(cluster: Cluster, since: int) -> tuple[collections.Counter, collections.Counter, int]:
+    """From audit line `since` on: requests by client, and the operator's by (verb, resource)."""
     events = cluster.audit_events()
-    counts: collections.Counter = collections.Counter()
+    clients: collections.Counter = collections.Counter()
+    operator: collections.Counter = collections.Counter()
     for event in events[since:]:
-        if event["user"]["username"] == user and "objectRef" in event:
+        client = client_name(event["user"]["username"])
+        clients[client] += 1
+        if client == "operator" and "objectRef" in event:
             ref = event["objectRef"]
-            counts[(event["verb"], ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else ""))] += 1
-    return counts, len(events)
+            operator[(event["verb"], ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else ""))] += 1
+    return clients, operator, len(events)
 
 
 def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, timeout: float) -> None:
@@ -97,14 +109,16 @@ def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, t
     children = status["trials"]["succeeded"] + status["trials"]["failed"]
     after = request_totals(cluster)
     everyone = after - before
-    mine, _ = operator_requests(cluster, audit_mark)
+    clients, mine, _ = audited_requests(cluster, audit_mark)
     cpu = operator_cpu_seconds(operator) - cpu_before
     print(f"{name}: {children:,} children ({status['trials']['failed']} failed) in {seconds:.1f} s = "
           f"{children / seconds:,.1f} children/s; {status['controller']['policyUpdates']:,} policy updates; "
-          f"operator CPU {cpu / children * 1000:.1f} ms per child")
+          f"operator CPU {cpu / children * 1000:.1f} ms per child; operator peak memory so far "
+          f"{peak_rss_mib(operator.process.pid):.0f} MiB")
     print(f"  API requests per child, every client (apiserver_request_total): {sum(everyone.values()) / children:.2f}")
     for (verb, resource), count in everyone.most_common(12):
         print(f"    {verb:>7} {resource:<40} {count / children:6.2f}")
+    print("  by client (audit log):", ", ".join(f"{name} {count / children:.2f}" for name, count in clients.most_common()))
     print(f"  the operator's own requests per child (audit log): {sum(mine.values()) / children:.2f}")
     for (verb, resource), count in mine.most_common(12):
         print(f"    {verb:>7} {resource:<40} {count / children:6.2f}")

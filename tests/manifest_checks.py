@@ -4,11 +4,13 @@
 - `validate_builtin`: built-in kinds against the Kubernetes OpenAPI schemas
   (kubernetes-validate, strict: an unknown field is an error); kinds it has no schema for
   (custom resources, CRDs' instances) come back for `validate_custom`.
-- `validate_custom`: custom resources as the API server admits them, against their CRD's
-  openAPIV3Schema, with the emulated cluster's validator (kubenas.testing.schema):
-  metadata rules, unknown fields (kubectl's default strict field validation refuses them),
-  defaults, then the schema.
-- `check_restricted`: every pod template against the restricted Pod Security Standard.
+- `validate_custom`: custom resources as a real API server (tests/cluster_harness.Cluster)
+  admits them: each is created with `?dryRun=All`, so the server prunes, defaults and
+  validates it against its CRD's structural schema and CEL rules; fields the schema does
+  not declare (kubectl's default strict field validation refuses them) come back as the
+  server's field-validation warnings.
+- `check_restricted`: every pod template, as a Pod created with `?dryRun=All` in a
+  namespace whose real PodSecurity admission enforces the level ("restricted").
 
 Each `validate_*`/`check_*` raises `ManifestError` listing every problem found, not just
 the first; the `*_errors` functions return the same list for tests that expect failures.
@@ -16,8 +18,12 @@ the first; the `*_errors` functions return the same list for tests that expect f
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,9 +34,7 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
 
-from kubenas.testing import schema as crd_schema
-from kubenas.testing.pod_security import document_violations, pod_templates
-from tests.tools import executable
+from tests.cluster_harness import Cluster, tool
 
 # The newest Kubernetes release the installed kubernetes-validate has schemas for (1.37.0 ships
 # 1.37); pinned, so a library upgrade does not silently change what is checked.
@@ -122,6 +126,114 @@ def validate_builtin(docs: Iterable[dict], *, kubernetes_version: str = KUBERNET
     return unknown
 
 
+# -- dry runs on a real API server --------------------------------------------------------
+
+
+class Answer:
+    """What the API server said to one call: the HTTP code, the body (the object, or a
+    Status when refused) and its warnings (Warning headers, e.g. unknown fields)."""
+
+    def __init__(self, code: int, body: Any, warnings: list[str]) -> None:
+        self.code = code
+        self.body = body
+        self.warnings = warnings
+
+    @property
+    def refused(self) -> bool:
+        return self.code >= 400
+
+    @property
+    def message(self) -> str:
+        return self.body.get("message", "") if isinstance(self.body, dict) else str(self.body)
+
+    def causes(self) -> list[dict]:
+        """A refusal's Status details.causes that name a field: the "some validation rules
+        were not checked" cause, whose field is "<nil>", is left out."""
+        details = (self.body.get("details") or {}) if self.refused and isinstance(self.body, dict) else {}
+        return [cause for cause in details.get("causes") or [] if cause.get("field") and cause["field"] != "<nil>"]
+
+    @property
+    def fields(self) -> list[str]:
+        """The fields a refusal names, in order, once each."""
+        return list(dict.fromkeys(cause["field"] for cause in self.causes()))
+
+    @property
+    def unknown_fields(self) -> list[str]:
+        """The fields the server pruned as undeclared (fieldValidation=Warn): `unknown field "spec.x"`."""
+        return [match for warning in self.warnings for match in re.findall(r'unknown field \\?"([^"\\]+)\\?"', warning)]
+
+    def problems(self) -> list[str]:
+        """Unknown fields, then each cause of a refusal ("field: why"), else its message."""
+        found = [f'unknown field "{field}"' for field in self.unknown_fields]
+        if not self.refused:
+            return found
+        named = [f"{cause['field']}: {cause.get('message', '')}" for cause in self.causes()]
+        return found + (list(dict.fromkeys(named)) or [self.message])
+
+
+def call(cluster: Cluster, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+         **params: str) -> Answer:
+    """One call as the admin that, unlike Cluster.request, returns refusals and warnings
+    (a 429, e.g. a new CRD's storage still initialising, is retried)."""
+    query = "?" + urllib.parse.urlencode(params) if params else ""
+    for attempt in range(20):
+        request = urllib.request.Request(cluster.url + path + query, method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": content_type, "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=cluster.local.ssl_context()) as answer:
+                code, headers, text = answer.status, answer.headers, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            code, headers, text = error.code, error.headers, error.read().decode()
+        if code != 429 or attempt == 19:
+            break
+        time.sleep(float(headers.get("Retry-After") or 1))
+    try:
+        content = json.loads(text or "null")
+    except json.JSONDecodeError:
+        content = {"message": text}
+    return Answer(code, content, [_warning_text(value) for value in headers.get_all("Warning") or []])
+
+
+def _warning_text(header: str) -> str:
+    """`299 - "text"` -> text."""
+    match = re.fullmatch(r'\s*\d{3}\s+\S+\s+"(.*)"\s*', header, re.DOTALL)
+    return match.group(1).replace('\\"', '"') if match else header
+
+
+def collection_path(cluster: Cluster, document: dict, *, namespace: str | None) -> str | None:
+    """The URL path the API server serves `document`'s kind at (from discovery), in
+    `namespace` if the kind is namespaced; None if no API serves its kind and version."""
+    api_version, kind = str(document.get("apiVersion", "")), document.get("kind")
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    listing = call(cluster, "GET", base)
+    if listing.refused:
+        return None
+    for resource in listing.body.get("resources") or []:
+        if resource["kind"] == kind and "/" not in resource["name"]:
+            if resource["namespaced"]:
+                return f"{base}/namespaces/{namespace or 'default'}/{resource['name']}"
+            return f"{base}/{resource['name']}"
+    return None
+
+
+def dry_run_create(cluster: Cluster, document: dict, *, namespace: str | None = "default",
+                   field_validation: str = "Warn") -> Answer:
+    """POST `document` with ?dryRun=All (stored nowhere) into `namespace` (its own
+    metadata.namespace is replaced: the checks run in a namespace of the test cluster).
+    The answer is the object as the server would store it (pruned, defaulted), or the
+    Status refusing it; a kind no API serves is a 404 saying so."""
+    path = collection_path(cluster, document, namespace=namespace)
+    if path is None:
+        return Answer(404, {"message": "no CRD serves this kind and version"}, [])
+    body = json.loads(json.dumps(document))
+    metadata = body.setdefault("metadata", {})
+    metadata.pop("namespace", None)
+    if "/namespaces/" in path:
+        metadata["namespace"] = namespace or "default"
+    return call(cluster, "POST", path, body, dryRun="All", fieldValidation=field_validation)
+
+
 # -- custom resources ------------------------------------------------------------------
 
 
@@ -134,75 +246,110 @@ def crd_documents(crds: Iterable[dict] | str | Path) -> list[dict]:
     return [crd for crd in crds if crd.get("kind") == "CustomResourceDefinition"]
 
 
-def custom_errors(docs: Iterable[dict], crds: Iterable[dict] | str | Path) -> list[str]:
-    """Every reason the API server, given `crds`, would refuse the custom resources `docs`."""
-    schemas: dict[tuple[str, str, str], tuple[dict, dict]] = {}
-    errors: list[str] = []
-    for crd in crd_documents(crds):
-        spec = crd["spec"]
-        for version in spec["versions"]:
-            schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
-            errors += [f"CRD {crd['metadata']['name']} {version['name']}: {problem}"
-                       for problem in crd_schema.check_structural(schema)]
-            if version.get("served", True):
-                schemas[(spec["group"], version["name"], spec["names"]["kind"])] = (crd, schema)
-    for document in docs:
-        group, _, version = str(document.get("apiVersion", "")).rpartition("/")
-        found = schemas.get((group, version, document.get("kind")))
-        if found is None:
-            errors.append(f"{name_of(document)}: no CRD serves this kind and version")
-            continue
-        crd, schema = found
-        problems = [str(error) for error in crd_schema.validate_object_meta(document)]
-        if crd["spec"].get("scope") == "Cluster" and (document.get("metadata") or {}).get("namespace"):
-            problems.append("metadata.namespace: a cluster-scoped resource has no namespace")
-        pruned = crd_schema.prune(document, schema)
-        problems += [f'unknown field "{path}"' for path in _removed_paths(document, pruned)]
-        admitted = crd_schema.apply_defaults(pruned, schema)
-        problems += [str(error) for error in crd_schema.validate(admitted, schema)]
-        errors += [f"{name_of(document)}: {problem}" for problem in problems]
-    return errors
+def install_crds(cluster: Cluster, crds: Iterable[dict] | str | Path) -> list[str]:
+    """Apply the CRDs (kubectl, server-side validation of their schemas) and wait until
+    they are Established, i.e. served; return their names."""
+    found = crd_documents(crds)
+    text = "".join("---\n" + yaml.safe_dump(crd) for crd in found)
+    cluster.kubectl("apply", "-f", "-", input=text)
+    names = [crd["metadata"]["name"] for crd in found]
+    if names:
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                        *[f"customresourcedefinition/{name}" for name in names])
+    return names
 
 
-def _removed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """The fields pruning took away: what a real server reports as unknown fields."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        return [
-            path
-            for key, value in before.items()
-            for path in ([_join(prefix, key)] if key not in after else _removed_paths(value, after[key], _join(prefix, key)))
-        ]
-    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [path for index, (b, a) in enumerate(zip(before, after, strict=True))
-                for path in _removed_paths(b, a, f"{prefix}[{index}]")]
-    return []
+def custom_errors(cluster: Cluster, docs: Iterable[dict], crds: Iterable[dict] | str | Path | None = None, *,
+                  namespace: str = "default") -> list[str]:
+    """Every reason the real API server, serving `crds` (installed first if given), refuses
+    the custom resources `docs`: a dry-run create of each, with fields the schema does not
+    declare reported as kubectl's default strict field validation would refuse them."""
+    if crds is not None:
+        install_crds(cluster, crds)
+    return [f"{name_of(document)}: {problem}" for document in docs
+            for problem in dry_run_create(cluster, document, namespace=namespace).problems()]
 
 
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def validate_custom(docs: Iterable[dict], crds: Iterable[dict] | str | Path) -> None:
-    """Raise ManifestError unless the API server would admit every custom resource in `docs`."""
-    errors = custom_errors(docs, crds)
+def validate_custom(cluster: Cluster, docs: Iterable[dict], crds: Iterable[dict] | str | Path | None = None, *,
+                    namespace: str = "default") -> None:
+    """Raise ManifestError unless the API server admits every custom resource in `docs`."""
+    errors = custom_errors(cluster, docs, crds, namespace=namespace)
     if errors:
-        raise ManifestError("custom resources against their CRDs", errors)
+        raise ManifestError("custom resources on the API server (dry run)", errors)
 
 
 # -- pod security ------------------------------------------------------------------------
 
+# Where each workload kind keeps the template of the pods it makes.
+_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": (),
+    "PodTemplate": ("template",),
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "ReplicationController": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
 
-def restricted_errors(docs: Iterable[dict], *, level: str = "restricted") -> list[str]:
-    return [message for document in docs for message in document_violations(document, level=level)]
+
+def pod_templates(document: dict) -> list[tuple[str, dict, dict]]:
+    """(path of the pod spec, pod metadata, pod spec) for each pod a workload document makes."""
+    kind = (document or {}).get("kind")
+    if kind not in _TEMPLATE_PATHS:
+        return []
+    template: Any = document
+    for key in _TEMPLATE_PATHS[kind]:
+        template = template.get(key) if isinstance(template, dict) else None
+    if not isinstance(template, dict):
+        return []
+    prefix = ".".join(_TEMPLATE_PATHS[kind])
+    return [(f"{prefix}.spec" if prefix else "spec", template.get("metadata") or {}, template.get("spec") or {})]
 
 
-def check_restricted(docs: Iterable[dict], *, level: str = "restricted") -> list[str]:
-    """Raise ManifestError unless every pod template meets the Pod Security Standard `level`;
-    return what was checked ("Kind/name path"), so a caller can see its workloads were."""
+def pod_security_namespace(cluster: Cluster, level: str = "restricted") -> str:
+    """A namespace of `cluster` whose PodSecurity admission enforces `level`."""
+    return cluster.namespace(f"pod-security-{level}", enforce=level)
+
+
+def admit_pod(cluster: Cluster, spec: dict, *, namespace: str, name: str = "pod-security-check",
+              metadata: dict | None = None) -> Answer:
+    """A dry-run create of a Pod with `spec` (and the template's labels and annotations)
+    in `namespace`: what the real admission chain, PodSecurity included, says of it. Its
+    ServiceAccount is created first, as the ServiceAccount admission refuses pods without."""
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount")
+    if account:
+        created = call(cluster, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                       {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}})
+        assert created.code in (201, 409), created.message
+    kept = {key: value for key, value in (metadata or {}).items() if key in ("labels", "annotations")}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**kept, "name": name}, "spec": spec}
+    return dry_run_create(cluster, pod, namespace=namespace, field_validation="Strict")
+
+
+def restricted_errors(cluster: Cluster, docs: Iterable[dict], *, level: str = "restricted") -> list[str]:
+    """Why the real API server refuses the pods of `docs`' workloads in a namespace
+    enforcing Pod Security `level` (`violates PodSecurity "restricted:latest": ...`)."""
+    namespace = pod_security_namespace(cluster, level)
+    errors = []
+    for document in docs:
+        name = f"{document.get('kind')}/{(document.get('metadata') or {}).get('name', '')}"
+        for path, metadata, spec in pod_templates(document):
+            pod_name = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "pod"
+            answer = admit_pod(cluster, spec, namespace=namespace, name=pod_name, metadata=metadata)
+            errors += [f"{name} {path}: {problem}" for problem in answer.problems()]
+    return errors
+
+
+def check_restricted(cluster: Cluster, docs: Iterable[dict], *, level: str = "restricted") -> list[str]:
+    """Raise ManifestError unless the real PodSecurity admission, enforcing `level`,
+    admits every pod template; return what was checked ("Kind/name path"), so a caller
+    can see its workloads were."""
     docs = list(docs)
-    errors = restricted_errors(docs, level=level)
+    errors = restricted_errors(cluster, docs, level=level)
     if errors:
-        raise ManifestError(f"Pod Security Standard {level!r}", errors)
+        raise ManifestError(f"Pod Security {level!r} (the API server's PodSecurity admission)", errors)
     return [f"{document['kind']}/{document['metadata']['name']} {path}"
             for document in docs for path, _, _ in pod_templates(document)]
 
@@ -226,8 +373,9 @@ CLUSTER_WIDE_EXTRA_RULES = {
 
 
 def kustomize(directory: Path) -> list[dict]:
-    """The objects `kubectl kustomize DIRECTORY` renders (client-side, no cluster)."""
-    done = subprocess.run([executable("kubectl"), "kustomize", str(directory)], capture_output=True, text=True,
+    """The objects `kubectl kustomize DIRECTORY` renders (client-side, no cluster), with
+    the kubectl `make tools` builds (the one on PATH may be any release)."""
+    done = subprocess.run([tool("kubectl"), "kustomize", str(directory)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, f"kubectl kustomize {directory}: {done.stderr}"
     return documents(done.stdout)

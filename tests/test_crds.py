@@ -1,3 +1,8 @@
+"""The generated CRDs (kubenas.crds): up to date, described, structural, and what the real
+API server (the shared `api_cluster`, tests/conftest.py) makes of them: it accepts them,
+admits the examples, refuses bad specs naming the field (OpenAPI schema and CEL rules),
+stores pydantic's defaults, validates status updates, and prints their columns."""
+
 import copy
 import re
 from collections.abc import Iterator
@@ -9,16 +14,21 @@ import yaml
 
 from kubenas import crds
 from kubenas import spec as specs
-from kubenas.testing.schema import apply_defaults, check_structural, prune, validate
+from tests.cluster_harness import Cluster
 from tests.helpers import manifest
+from tests.manifest_checks import Answer, call, dry_run_create
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
 DOCUMENTS = {document["spec"]["names"]["kind"]: document for document in crds.crd_documents()}
 NAS_SCHEMA = DOCUMENTS["NeuralArchitectureSearch"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-TRIAL_SCHEMA = DOCUMENTS["NASTrial"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 KUBERNETES = "1.30"  # kubernetes-validate checks the CRDs against this release's API
+NAMESPACE = "crd-checks"
+SEARCHES = f"/apis/kubenas.io/v1alpha1/namespaces/{NAMESPACE}/neuralarchitecturesearches"
+TRIALS = f"/apis/kubenas.io/v1alpha1/namespaces/{NAMESPACE}/nastrials"
 
 NOW = "2025-01-01T00:00:00Z"
+TRIAL_SPEC = {"search": "digits", "index": 3, "architecture": {"layers": []}, "actions": [0, 2], "logProb": -1.5,
+              "policyVersion": 0}
 TABULAR = {"searchSpace": {"type": "NB201Cell"}, "trial": {"kind": "Tabular", "tabular": {"path": "table.csv"}}}
 
 
@@ -33,10 +43,37 @@ def schema_nodes(node: dict, path: str = "") -> Iterator[tuple[str, dict]]:
         yield from schema_nodes(node["additionalProperties"], f"{path}{{}}")
 
 
-def rejected_fields(document: dict, schema: dict) -> list[str]:
-    """The fields the API server names when refusing `document`: it prunes, defaults, then validates."""
-    admitted = apply_defaults(prune(document, schema), schema)
-    return [error.field for error in validate(admitted, schema)]
+@pytest.fixture(scope="module")
+def cluster(api_cluster: Cluster) -> Cluster:
+    api_cluster.namespace(NAMESPACE)
+    return api_cluster
+
+
+def admitted(cluster: Cluster, document: dict) -> Answer:
+    """A dry-run create (stored nowhere): the server prunes, defaults, then validates."""
+    return dry_run_create(cluster, document, namespace=NAMESPACE, field_validation="Strict")
+
+
+def rejected_fields(cluster: Cluster, document: dict) -> list[str]:
+    """The fields the API server names when refusing to create `document`."""
+    answer = admitted(cluster, document)
+    assert answer.code in (201, 422), f"{answer.code}: {answer.message}"
+    return answer.fields
+
+
+def created(cluster: Cluster, path: str, document: dict) -> dict:
+    """Created for real (the status subresource needs a stored object); the name made unique."""
+    body = copy.deepcopy(document)
+    body["metadata"] = {"generateName": body["metadata"]["name"] + "-", "namespace": NAMESPACE}
+    return cluster.request("POST", path, body)
+
+
+def renamed_crd(kind: str, group: str = "check.kubenas.io") -> dict:
+    """The CRD of `kind` in another API group: creatable next to the installed one."""
+    crd = copy.deepcopy(DOCUMENTS[kind])
+    crd["spec"]["group"] = group
+    crd["metadata"] = {"name": f"{crd['spec']['names']['plural']}.{group}"}
+    return crd
 
 
 def test_committed_manifests_are_generated() -> None:
@@ -69,9 +106,33 @@ def test_kubernetes_accepts_the_crd(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(DOCUMENTS))
+def test_the_api_server_accepts_the_crd(cluster: Cluster, kind: str) -> None:
+    """apiextensions.k8s.io/v1 refuses a non-structural schema, a default its schema (CEL
+    rules included) refuses, and a CEL rule that does not compile; the installed CRDs are
+    served with no condition against them."""
+    answer = dry_run_create(cluster, renamed_crd(kind), namespace=None, field_validation="Strict")
+    assert answer.code == 201 and not answer.warnings, (answer.message, answer.warnings)
+    installed = cluster.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{DOCUMENTS[kind]['metadata']['name']}")
+    conditions = {condition["type"]: condition["status"] for condition in installed["status"]["conditions"]}
+    assert conditions == {"NamesAccepted": "True", "Established": "True"}
+
+
+def test_the_api_server_checks_every_default(cluster: Cluster) -> None:
+    defaults = [path for path, node in schema_nodes(NAS_SCHEMA) if "default" in node]
+    assert len(defaults) > 30
+    crd = renamed_crd("NeuralArchitectureSearch")
+    controller = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["controller"]
+    controller["properties"]["lstmSize"]["default"] = 0  # below its minimum, 1
+    answer = dry_run_create(cluster, crd, namespace=None)
+    assert answer.code == 422
+    assert "properties[controller].properties[lstmSize].default" in answer.message, answer.message
+    assert "should be greater than or equal to 1" in answer.message
+
+
+@pytest.mark.parametrize("kind", sorted(DOCUMENTS))
 def test_schemas_are_structural(kind: str) -> None:
+    """The dict as generated (the API server's verdict is test_the_api_server_accepts_the_crd)."""
     schema = DOCUMENTS[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    assert check_structural(schema) == []
     for path, node in schema_nodes(schema):
         assert not {"$ref", "$defs", "title", "anyOf", "oneOf", "allOf", "not"} & node.keys(), path
         assert node.get("additionalProperties") is not False, path
@@ -82,8 +143,8 @@ def test_schemas_are_structural(kind: str) -> None:
 
 
 def test_cel_rules_read_existing_fields() -> None:
-    """A real API server compiles the rules when the CRD is created: a field renamed in
-    spec.py but not in a rule would make the CRD uninstallable (the emulator runs no CEL)."""
+    """The API server compiles the rules when the CRD is created: a field renamed in
+    spec.py but not in a rule would make the CRD uninstallable. Named here, before that."""
     rules = [
         (path, node, rule["rule"])
         for path, node in schema_nodes(NAS_SCHEMA)
@@ -109,19 +170,15 @@ def test_every_field_is_described(kind: str, part: str) -> None:
 def test_schema_carries_the_specs_defaults() -> None:
     spec = crds.nas_spec_schema()
     controller = spec["properties"]["controller"]
-    assert controller["default"] == {}  # created by the API server, so its fields' defaults apply
+    # Stated whole, its fields' defaults: the API server checks a default against the CEL
+    # rules without applying the nested defaults first.
+    assert controller["default"] == {name: field["default"] for name, field in controller["properties"].items()
+                                     if "default" in field}
     assert controller["properties"]["lstmSize"]["default"] == 35
     assert controller["properties"]["learningRate"]["default"] == 0.0006
     assert spec["properties"]["maxTrials"]["default"] == 12800
     assert "default" not in controller["properties"]["gradClipNorm"]  # null: no default
     assert controller["properties"]["gradClipNorm"]["nullable"] is True
-
-
-def test_every_default_validates_against_its_own_schema() -> None:
-    defaults = [(path, node) for path, node in schema_nodes(NAS_SCHEMA) if "default" in node]
-    assert len(defaults) > 30
-    for path, node in defaults:
-        assert validate(copy.deepcopy(node["default"]), node) == [], path
 
 
 def test_constraints_are_carried() -> None:
@@ -136,8 +193,9 @@ def test_constraints_are_carried() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
-def test_examples_pass_the_schema(example: Path) -> None:
-    assert rejected_fields(specs.read_manifest_document(example), NAS_SCHEMA) == []
+def test_examples_pass_the_schema(cluster: Cluster, example: Path) -> None:
+    answer = admitted(cluster, specs.read_manifest_document(example))
+    assert answer.code == 201 and not answer.warnings, (answer.message, answer.warnings)
 
 
 @pytest.mark.parametrize(
@@ -159,27 +217,75 @@ def test_examples_pass_the_schema(example: Path) -> None:
         ),
     ],
 )
-def test_bad_specs_fail_the_schema(patch: dict, field: str) -> None:
+def test_bad_specs_fail_the_schema(cluster: Cluster, patch: dict, field: str) -> None:
     document = manifest()
     document["spec"].update(patch)
-    assert rejected_fields(document, NAS_SCHEMA) == [field]
+    assert rejected_fields(cluster, document) == [field]
 
 
-def test_bad_name_fails_the_schema() -> None:
-    assert rejected_fields(manifest(name="Not_A_DNS_Name"), NAS_SCHEMA) == ["metadata.name"]
+def test_bad_name_fails_the_schema(cluster: Cluster) -> None:
+    assert rejected_fields(cluster, manifest(name="Not_A_DNS_Name")) == ["metadata.name"]
+
+
+def test_an_unknown_field_is_refused(cluster: Cluster) -> None:
+    document = manifest({"parallelizm": 2})
+    answer = admitted(cluster, document)  # fieldValidation=Strict, kubectl's default
+    assert answer.code == 400 and 'unknown field "spec.parallelizm"' in answer.message, answer.message
+    warned = dry_run_create(cluster, document, namespace=NAMESPACE, field_validation="Warn")
+    assert warned.code == 201 and warned.unknown_fields == ["spec.parallelizm"]
+    assert "parallelizm" not in warned.body["spec"]  # pruned
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        ({"searchSpace": {"type": "MacroCNN", "macroCNN": {"depth": {"initialLayers": 6, "maxLayers": 4}}}},
+         "spec.searchSpace.macroCNN.depth", "maxLayers is below initialLayers"),
+        ({"searchSpace": {"type": "MacroCNN", "macroCNN": {"imageSize": [4, 4], "minFeatureSize": 8}}},
+         "spec.searchSpace.macroCNN", "imageSize is below minFeatureSize: no architecture is valid"),
+        ({"searchSpace": {"type": "MacroCNN"}, "trial": {"kind": "Tabular", "tabular": {"path": "table.csv"}}},
+         "spec", "trial.kind Tabular scores NB201Cell architectures only"),
+        ({"trial": {"kind": "Job"}}, "spec.trial", "kind Job needs `template`"),
+        ({"trial": {"kind": "Tabular"}, "searchSpace": {"type": "NB201Cell"}}, "spec.trial",
+         "kind Tabular needs `tabular`"),
+    ],
+    ids=["depth", "image-size", "tabular-space", "job-template", "tabular-path"],
+)
+def test_cel_rules_refuse_bad_specs(cluster: Cluster, spec: dict, field: str, message: str) -> None:
+    """The x-kubernetes-validations rules (kubenas.crd_schema._CEL_RULES), run by the API server."""
+    answer = admitted(cluster, manifest(spec))
+    assert answer.code == 422 and answer.fields == [field], answer.message
+    assert message in answer.message
+
+
+def test_kubectl_apply_fails_on_a_cel_rule(cluster: Cluster) -> None:
+    document = manifest({"searchSpace": {"type": "MacroCNN", "macroCNN": {
+        "depth": {"initialLayers": 6, "increment": 2, "everyTrials": 100, "maxLayers": 4}}}}, name="too-shallow")
+    done = cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(document), check=False)
+    assert done.returncode != 0
+    assert 'The NeuralArchitectureSearch "too-shallow" is invalid' in done.stderr, done.stderr
+    assert "spec.searchSpace.macroCNN.depth: Invalid value: maxLayers is below initialLayers" in done.stderr, done.stderr
+    assert cluster.get(f"{SEARCHES}/too-shallow") is None  # nothing stored
+    document["spec"]["searchSpace"]["macroCNN"]["depth"]["maxLayers"] = 6
+    done = cluster.kubectl("apply", "-n", NAMESPACE, "--dry-run=server", "-f", "-", input=yaml.safe_dump(document))
+    assert "created (server dry run)" in done.stdout
 
 
 @pytest.mark.parametrize("spec", [{}, TABULAR], ids=["job", "tabular"])
-def test_schema_and_pydantic_defaults_agree(spec: dict) -> None:
+def test_schema_and_pydantic_defaults_agree(cluster: Cluster, spec: dict) -> None:
     minimal = manifest(spec)
-    defaulted = apply_defaults(copy.deepcopy(minimal), NAS_SCHEMA)
+    answer = admitted(cluster, minimal)
+    assert answer.code == 201, answer.message
+    defaulted = {key: answer.body[key] for key in ("apiVersion", "kind", "spec")} | {"metadata": minimal["metadata"]}
     assert defaulted["spec"]["controller"]["lstmSize"] == 35  # the API server stores the defaults
     pydantic_defaults = specs.parse_manifest(minimal).spec
     assert specs.parse_manifest(defaulted).spec == pydantic_defaults
     assert defaulted["spec"] == pydantic_defaults.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-def test_status_examples_pass_the_schemas() -> None:
+def test_status_examples_pass_the_schemas(cluster: Cluster) -> None:
+    """Status updates as the operator makes them: a merge patch of /status (dry run) of
+    objects created for real; the server validates the whole object."""
     best = {"trial": "digits-00003", "index": 3, "reward": 0.91, "validationAccuracy": 0.97, "architecture": "3 layers"}
     condition = {
         "type": "Ready",
@@ -189,7 +295,8 @@ def test_status_examples_pass_the_schemas() -> None:
         "lastTransitionTime": NOW,
         "observedGeneration": 1,
     }
-    search = manifest() | {
+    search = created(cluster, SEARCHES, manifest(name="status"))
+    status = {
         "status": {
             "observedGeneration": 1,
             "phase": "Running",
@@ -203,27 +310,31 @@ def test_status_examples_pass_the_schemas() -> None:
             "startTime": NOW,
         }
     }
-    assert rejected_fields(search, NAS_SCHEMA) == []
+
+    def status_fields(path: str, obj: dict, patch: dict) -> list[str]:
+        answer = call(cluster, "PATCH", f"{path}/{obj['metadata']['name']}/status", patch,
+                      content_type="application/merge-patch+json", dryRun="All", fieldValidation="Strict")
+        assert answer.code in (200, 422) and not answer.warnings, (answer.message, answer.warnings)
+        if answer.code == 200:
+            assert answer.body["status"] == patch["status"]
+        return answer.fields
+
+    assert status_fields(SEARCHES, search, status) == []
     trial = {
         "apiVersion": specs.API_VERSION,
         "kind": "NASTrial",
         "metadata": {"name": "digits-00003"},
-        "spec": {
-            "search": "digits",
-            "index": 3,
-            "architecture": {"layers": []},
-            "actions": [0, 2],
-            "logProb": -1.5,
-            "policyVersion": 0,
-        },
-        "status": {"phase": "Succeeded", "job": "digits-00003", "reward": 0.91, "result": {"status": "Succeeded"}},
+        "spec": TRIAL_SPEC,
     }
-    assert rejected_fields(trial, TRIAL_SCHEMA) == []
-    search["status"]["phase"] = "Done"
-    search["status"]["top"] = [best] * 11
-    assert set(rejected_fields(search, NAS_SCHEMA)) == {"status.phase", "status.top"}
+    stored = created(cluster, TRIALS, trial)
+    trial_status = {"status": {"phase": "Succeeded", "job": "digits-00003", "reward": 0.91,
+                               "result": {"status": "Succeeded"}}}
+    assert status_fields(TRIALS, stored, trial_status) == []
+    status["status"]["phase"] = "Done"
+    status["status"]["top"] = [best] * 11
+    assert set(status_fields(SEARCHES, search, status)) == {"status.phase", "status.top"}
     del trial["spec"]["search"]
-    assert rejected_fields(trial, TRIAL_SCHEMA) == ["spec.search"]
+    assert rejected_fields(cluster, trial) == ["spec.search"]
 
 
 def test_printer_columns_show_typed_fields() -> None:
@@ -238,3 +349,38 @@ def test_printer_columns_show_typed_fields() -> None:
             for name in column["jsonPath"].lstrip(".").split("."):
                 node = node["properties"][name]
             assert node["type"] == column["type"], f"{kind} column {column['name']}"
+
+
+def table(cluster: Cluster, *args: str) -> list[list[str]]:
+    """`kubectl get ...` as rows of cells (the header first): columns are 3+ spaces apart
+    or, the last before a cell, 2+; cells here hold at most one space."""
+    lines = cluster.kubectl("get", "-n", NAMESPACE, *args).stdout.splitlines()
+    return [re.split(r"\s{2,}", line.strip()) for line in lines]
+
+
+def test_kubectl_get_prints_the_crds_columns(cluster: Cluster) -> None:
+    """The API server prints the additionalPrinterColumns (a Table, as kubectl asks for
+    one): kubectl shows them, their names upper-cased, with the values of the status."""
+    search = created(cluster, SEARCHES, manifest(name="columns"))
+    name = search["metadata"]["name"]
+    cluster.merge_patch(f"{SEARCHES}/{name}/status", {"status": {
+        "phase": "Running", "progress": "4/32", "trials": {"created": 6, "running": 2, "succeeded": 3, "failed": 1},
+        "best": {"trial": f"{name}-00003", "index": 3, "reward": 0.91}}})
+    trial = created(cluster, TRIALS, {"apiVersion": specs.API_VERSION, "kind": "NASTrial",
+                                    "metadata": {"name": "columns"}, "spec": TRIAL_SPEC | {"search": name}})
+    cluster.merge_patch(f"{TRIALS}/{trial['metadata']['name']}/status", {"status": {"phase": "Succeeded", "reward": 0.875}})
+
+    for kind, obj, cells in (("NeuralArchitectureSearch", search, ["Running", "4/32", "2", "1", "0.91"]),
+                             ("NASTrial", trial, [name, "3", "Succeeded", "0.875"])):
+        columns = DOCUMENTS[kind]["spec"]["versions"][0]["additionalPrinterColumns"]
+        names = DOCUMENTS[kind]["spec"]["names"]
+        header = ["NAME"] + [column["name"].upper() for column in columns if not column.get("priority")]
+        assert header[-1] == "AGE"
+        for resource in (names["plural"], names["singular"], *names.get("shortNames", [])):
+            rows = table(cluster, resource, obj["metadata"]["name"])
+            assert rows[0] == header, rows
+            assert rows[1][:-1] == [obj["metadata"]["name"], *cells], rows
+            assert re.fullmatch(r"\d+s", rows[1][-1]), rows  # AGE, from metadata.creationTimestamp
+    # Both kinds are in the `kubenas` category.
+    listed = cluster.kubectl("get", "-n", NAMESPACE, "kubenas", "-o", "name").stdout.split()
+    assert {f"neuralarchitecturesearch.kubenas.io/{name}", f"nastrial.kubenas.io/{trial['metadata']['name']}"} <= set(listed)

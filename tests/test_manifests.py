@@ -1,12 +1,15 @@
 """The raw manifests (`kubectl apply -k manifests/` and `manifests/cluster-wide`): they
-render with the real kubectl, pass the Kubernetes schemas strictly, the examples pass
-the CRDs, the operator pod meets the restricted Pod Security Standard, RBAC is exactly
-the documented list, the Deployment's pieces agree with each other and with the
-operator's command line, and the emulated cluster accepts the whole install."""
+render with the kubectl `make tools` builds, pass the Kubernetes schemas strictly, the
+examples are admitted by a real API server serving the CRDs, the operator pod is admitted
+by the real PodSecurity admission enforcing "restricted", RBAC is exactly the documented
+list, the Deployment's pieces agree with each other and with the operator's command line,
+and a real cluster (tests/conftest.py's `api_cluster`) takes the whole install."""
 
 from __future__ import annotations
 
+import copy
 import re
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -16,11 +19,10 @@ import yaml
 
 from kubenas import cli
 from kubenas.operator.trainer_defaults import TrainerDefaults
-from tests.cluster_harness import ClusterThread
+from tests.cluster_harness import Cluster
 from tests.manifest_checks import (CLUSTER_WIDE_EXTRA_RULES, DOCUMENTED_RULES, KUBERNETES_VERSION, ManifestError,
                                    builtin_errors, check_restricted, custom_errors, documents, kustomize,
-                                   validate_builtin, validate_custom)
-from tests.tools import executable
+                                   restricted_errors, validate_builtin, validate_custom)
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -32,6 +34,15 @@ BUILDS = {"namespaced": MANIFESTS, "cluster-wide": MANIFESTS / "cluster-wide"}
 
 LABELS = {"app.kubernetes.io/name": "kubenas", "app.kubernetes.io/component": "operator",
           "app.kubernetes.io/part-of": "kubenas"}
+
+
+CHECKS = "manifest-checks"  # where custom resources are dry-run created
+
+
+@pytest.fixture(scope="module")
+def cluster(api_cluster: Cluster) -> Cluster:
+    api_cluster.namespace(CHECKS)
+    return api_cluster
 
 
 @pytest.fixture(scope="module")
@@ -89,28 +100,51 @@ def test_the_namespaced_build_lists_every_crd():
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
-def test_examples_pass_the_crds(example):
+def test_examples_pass_the_crds(cluster, example):
     docs = documents(example)
     assert validate_builtin(docs) == docs  # custom resources: no built-in schema
-    validate_custom(docs, CRDS)
+    validate_custom(cluster, docs, CRDS, namespace=CHECKS)  # the API server admits them (dry run)
 
 
-def test_the_custom_check_refuses_what_the_api_server_refuses():
+def test_the_custom_check_lists_every_refusal(cluster):
     digits = documents(EXAMPLES[0])[0]
     broken = yaml.safe_load(yaml.safe_dump(digits))
     broken["spec"]["maxTrials"] = 0
     broken["spec"]["parallelizm"] = 2
     broken["metadata"]["name"] = "Not_A_Name"
-    errors = custom_errors([broken, {"apiVersion": "kubenas.io/v9", "kind": "Thing", "metadata": {"name": "x"}}], CRDS)
-    assert any("metadata.name" in error for error in errors)
-    assert any('unknown field "spec.parallelizm"' in error for error in errors)
-    assert any("spec.maxTrials" in error for error in errors)
-    assert any("no CRD serves" in error for error in errors)
+    errors = custom_errors(cluster, [broken, {"apiVersion": "kubenas.io/v9", "kind": "Thing", "metadata": {"name": "x"}}],
+                           namespace=CHECKS)
+    assert any("metadata.name: Invalid value" in error for error in errors), errors
+    assert any('unknown field "spec.parallelizm"' in error for error in errors), errors
+    assert any("spec.maxTrials: Invalid value: 0" in error for error in errors), errors
+    assert any("kubenas.io/v9 Thing x: no CRD serves" in error for error in errors), errors
+    with pytest.raises(ManifestError) as raised:
+        validate_custom(cluster, [broken, {"apiVersion": "kubenas.io/v9", "kind": "Thing", "metadata": {"name": "x"}}],
+                        namespace=CHECKS)
+    assert sorted(raised.value.errors) == sorted(errors) and len(errors) == 5  # metadata.name breaks two rules
 
 
 @pytest.mark.parametrize("build", BUILDS)
-def test_the_operator_pod_meets_the_restricted_standard(rendered, build):
-    assert check_restricted(rendered[build]) == [f"Deployment/{NAME} spec.template.spec"]
+def test_the_operator_pod_meets_the_restricted_standard(cluster, rendered, build):
+    """The real PodSecurity admission, enforcing "restricted", admits the operator's pod."""
+    assert check_restricted(cluster, rendered[build]) == [f"Deployment/{NAME} spec.template.spec"]
+
+
+@pytest.mark.parametrize(("change", "violation"), [
+    (lambda pod: pod["containers"][0]["securityContext"].update(privileged=True, allowPrivilegeEscalation=True),
+     "privileged (container \"operator\" must not set securityContext.privileged=true)"),
+    (lambda pod: pod["securityContext"].pop("runAsNonRoot"), "runAsNonRoot != true"),
+    (lambda pod: pod["containers"][0]["securityContext"].pop("capabilities"), "unrestricted capabilities"),
+], ids=["privileged", "root", "capabilities"])
+def test_pod_security_refuses_a_less_restricted_operator_pod(cluster, rendered, change, violation):
+    deployment = copy.deepcopy(only(rendered["namespaced"], "Deployment"))
+    change(deployment["spec"]["template"]["spec"])
+    errors = restricted_errors(cluster, [deployment])
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"Deployment/{NAME} spec.template.spec: ")
+    assert 'violates PodSecurity "restricted:latest"' in errors[0] and violation in errors[0], errors
+    with pytest.raises(ManifestError, match="PodSecurity"):
+        check_restricted(cluster, [deployment])
 
 
 # -- RBAC ------------------------------------------------------------------------------------
@@ -184,7 +218,7 @@ def test_deployment_args_ports_and_probe_agree(rendered, build):
 
 
 @pytest.mark.parametrize("build", BUILDS)
-def test_deployment_settings(rendered, build, tmp_path):
+def test_deployment_settings(cluster, rendered, build, tmp_path):
     docs = rendered[build]
     deployment = only(docs, "Deployment")
     assert deployment["metadata"]["namespace"] == NAMESPACE
@@ -210,7 +244,7 @@ def test_deployment_settings(rendered, build, tmp_path):
     config_map = only(docs, "ConfigMap", config_volume["name"])
     assert config_map["metadata"]["namespace"] == NAMESPACE
     text = config_map["data"][defaults_path.name]
-    # The operator's own loader accepts the defaults, and they meet the restricted standard.
+    # The operator's own loader accepts the defaults, and PodSecurity "restricted" admits a pod with them.
     (tmp_path / "defaults.yaml").write_text(text)
     TrainerDefaults.load(tmp_path / "defaults.yaml")
     defaults = yaml.safe_load(text)
@@ -219,7 +253,7 @@ def test_deployment_settings(rendered, build, tmp_path):
              "spec": {"securityContext": defaults["podSecurityContext"],
                       "containers": [{"name": "trainer", "image": defaults["image"],
                                       "securityContext": defaults["securityContext"]}]}}
-    check_restricted([child])
+    check_restricted(cluster, [child])
 
 
 def test_namespace_enforces_the_restricted_standard(rendered):
@@ -230,43 +264,62 @@ def test_namespace_enforces_the_restricted_standard(rendered):
 # -- applied for real --------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    executable("kubectl")
-    thread = ClusterThread(workdir=tmp_path).start()
-    yield thread
-    thread.stop()
-
-
-def test_apply_to_the_emulated_cluster(cluster):
+def test_apply_to_a_real_cluster(cluster):
+    """`kubectl apply -k manifests/` for real (the CRDs are already served: the shared
+    cluster installed them from manifests/crds). The cluster's node is cordoned: the
+    operator's pod is created, admitted by PodSecurity, and stays Pending."""
     applied = cluster.kubectl("apply", "-k", str(MANIFESTS)).stdout
-    for kind in ("namespace", "customresourcedefinition.apiextensions.k8s.io", "serviceaccount", "configmap",
-                 "role.rbac.authorization.k8s.io", "rolebinding.rbac.authorization.k8s.io", "service",
-                 "deployment.apps"):
+    for kind in ("namespace", "serviceaccount", "configmap", "role.rbac.authorization.k8s.io",
+                 "rolebinding.rbac.authorization.k8s.io", "service", "deployment.apps"):
         assert re.search(rf"^{re.escape(kind)}/\S+ created$", applied, re.MULTILINE), f"{kind} not created:\n{applied}"
-    got = yaml.safe_load(cluster.kubectl("get", "-n", NAMESPACE, "-o", "yaml",
-                                         "deployment,service,serviceaccount,configmap,role,rolebinding").stdout)
-    kinds = sorted((item["kind"], item["metadata"]["name"]) for item in got["items"])
-    assert kinds == sorted([("ConfigMap", "kubenas-trainer-defaults"), ("Deployment", NAME), ("Role", NAME),
-                            ("RoleBinding", NAME), ("Service", NAME), ("ServiceAccount", NAME)])
-    deployment = only(got["items"], "Deployment")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["--namespace", NAMESPACE]
-    assert rule_table(only(got["items"], "Role")) == DOCUMENTED_RULES
-    # The CRDs are served: the examples are admitted into the operator's namespace.
-    for example in EXAMPLES:
-        cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(example))
-    names = cluster.kubectl("get", "nas", "-n", NAMESPACE, "-o", "name").stdout.split()
-    assert len(names) == len(EXAMPLES)
-    # Applying again changes nothing.
-    again = cluster.kubectl("apply", "-k", str(MANIFESTS)).stdout
-    assert all(line.endswith("unchanged") for line in again.splitlines()), again
+    for crd in CRDS.glob("*.yaml"):
+        name = yaml.safe_load(crd.read_text())["metadata"]["name"]
+        assert re.search(rf"^customresourcedefinition.apiextensions.k8s.io/{re.escape(name)} (created|unchanged)$",
+                         applied, re.MULTILINE), applied
+    try:
+        got = yaml.safe_load(cluster.kubectl("get", "-n", NAMESPACE, "-o", "yaml", "-l", "app.kubernetes.io/part-of=kubenas",
+                                             "deployment,service,serviceaccount,configmap,role,rolebinding").stdout)
+        kinds = sorted((item["kind"], item["metadata"]["name"]) for item in got["items"])
+        assert kinds == sorted([("ConfigMap", "kubenas-trainer-defaults"), ("Deployment", NAME), ("Role", NAME),
+                                ("RoleBinding", NAME), ("Service", NAME), ("ServiceAccount", NAME)])
+        deployment = only(got["items"], "Deployment")
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["--namespace", NAMESPACE]
+        assert rule_table(only(got["items"], "Role")) == DOCUMENTED_RULES
+        namespace = yaml.safe_load(cluster.kubectl("get", "namespace", NAMESPACE, "-o", "yaml").stdout)
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        # The Deployment's ReplicaSet made the operator pod: PodSecurity admitted it there.
+        pod = operator_pod(cluster)
+        assert pod["status"]["phase"] == "Pending" and pod["spec"]["serviceAccountName"] == NAME
+        # The CRDs are served: the examples are admitted into the operator's namespace.
+        for example in EXAMPLES:
+            cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(example))
+        names = cluster.kubectl("get", "nas", "-n", NAMESPACE, "-o", "name").stdout.split()
+        assert len(names) == len(EXAMPLES)
+        # Applying again changes nothing.
+        again = cluster.kubectl("apply", "-k", str(MANIFESTS)).stdout
+        assert all(line.endswith("unchanged") for line in again.splitlines()), again
 
-    # The cluster-wide install over it: a ClusterRole, and the operator watches everything.
-    cluster.kubectl("apply", "-f", str(CRDS))
-    cluster.kubectl("apply", "-k", str(MANIFESTS / "cluster-wide"))
-    role = yaml.safe_load(cluster.kubectl("get", "clusterrole", NAME, "-o", "yaml").stdout)
-    assert rule_table(role) == {**DOCUMENTED_RULES, **CLUSTER_WIDE_EXTRA_RULES}
-    binding = yaml.safe_load(cluster.kubectl("get", "clusterrolebinding", NAME, "-o", "yaml").stdout)
-    assert binding["subjects"][0]["namespace"] == NAMESPACE
-    args = yaml.safe_load(cluster.kubectl("get", "deployment", NAME, "-n", NAMESPACE, "-o", "yaml").stdout)
-    assert args["spec"]["template"]["spec"]["containers"][0]["args"][0] == "--all-namespaces"
+        # The cluster-wide install over it: a ClusterRole, and the operator watches everything.
+        cluster.kubectl("apply", "-f", str(CRDS))
+        cluster.kubectl("apply", "-k", str(MANIFESTS / "cluster-wide"))
+        role = yaml.safe_load(cluster.kubectl("get", "clusterrole", NAME, "-o", "yaml").stdout)
+        assert rule_table(role) == {**DOCUMENTED_RULES, **CLUSTER_WIDE_EXTRA_RULES}
+        binding = yaml.safe_load(cluster.kubectl("get", "clusterrolebinding", NAME, "-o", "yaml").stdout)
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+        args = yaml.safe_load(cluster.kubectl("get", "deployment", NAME, "-n", NAMESPACE, "-o", "yaml").stdout)
+        assert args["spec"]["template"]["spec"]["containers"][0]["args"][0] == "--all-namespaces"
+    finally:  # no operator left behind in the shared cluster, should its node be uncordoned
+        cluster.kubectl("delete", "deployment", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait=false")
+
+
+def operator_pod(cluster, timeout: float = 30) -> dict:
+    selector = ",".join(f"{key}={value}" for key, value in LABELS.items())
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = cluster.items(f"/api/v1/namespaces/{NAMESPACE}/pods", labelSelector=selector)
+        if pods:
+            return pods[0]
+        if time.monotonic() > deadline:
+            events = cluster.kubectl("get", "events", "-n", NAMESPACE).stdout
+            raise AssertionError(f"no operator pod after {timeout} s:\n{events}")
+        time.sleep(0.2)

@@ -1,6 +1,6 @@
 """Monitoring: the alert rules (promtool's checks and unit tests), the Grafana dashboard
 (shape, queries) and, live, the operator's /metrics scraped by a real Prometheus server
-while it runs a search on the emulated cluster: every dashboard query returns data and
+while it runs a search on the local cluster (real Kubernetes): every dashboard query returns data and
 the rules evaluate."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from tests import tools
-from tests.cluster_harness import (CRDS, NAS, ClusterThread, OperatorProcess, apply, free_port, search_manifest,
-                                   stop_process, wait_for)
+from tests.cluster_harness import (CRDS, NAS, Cluster, OperatorProcess, apply, free_port, search_manifest, stop_process,
+                                   wait_for)
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "manifests" / "monitoring"
@@ -233,7 +233,7 @@ class Prometheus:
 
 @dataclass
 class Stack:
-    cluster: ClusterThread
+    cluster: Cluster
     operator: OperatorProcess
     prometheus: Prometheus
     metrics_url: str
@@ -242,21 +242,21 @@ class Stack:
     status: dict  # the search's final status
 
 
-def search_status(cluster: ClusterThread) -> dict:
+def search_status(cluster: Cluster) -> dict:
     return (cluster.get(f"{NAS.format(ns=NS)}/{SEARCH}") or {}).get("status") or {}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    tools.executable("kubectl")  # the harness applies CRDs and the search with it
     tools.executable("prometheus")
     tools.executable("promtool")
     workdir = tmp_path_factory.mktemp("monitoring")
-    cluster = ClusterThread(workdir=workdir).start()
+    cluster = Cluster(workdir=workdir).start()  # checks the built kubectl, which applies the CRDs and the search
     operator = prometheus = None
     try:
         cluster.kubectl("apply", "-f", str(CRDS))
-        apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+        cluster.namespace(NS)  # Pod Security "restricted", which the search's pods meet
         port = free_port()
         # Prometheus first: its discovery hands over the first targets after ~5 s, while
         # the operator starts (PyTorch loads).

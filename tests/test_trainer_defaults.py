@@ -13,7 +13,8 @@ from kubenas import spec as specs
 from kubenas.operator import children, results
 from kubenas.operator.trainer_defaults import TrainerDefaults, TrainerDefaultsError
 from kubenas.search import Search
-from kubenas.testing import pod_security
+from tests.cluster_harness import Cluster
+from tests.manifest_checks import admit_pod, pod_security_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH = {"apiVersion": "kubenas.io/v1alpha1", "kind": "NeuralArchitectureSearch",
@@ -27,6 +28,14 @@ DEFAULTS = TrainerDefaults.model_validate({
     "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
 })
+
+
+def restricted_refusal(cluster: Cluster, pod: dict) -> str:
+    """'' if the real PodSecurity admission, enforcing "restricted", admits a pod with this
+    spec (a dry-run create); else the API server's message."""
+    answer = admit_pod(cluster, pod, namespace=pod_security_namespace(cluster), name="trainer")
+    assert answer.code in (201, 403), f"{answer.code}: {answer.message}"
+    return answer.message if answer.refused else ""
 
 
 def job_for(document: dict, defaults: TrainerDefaults | None) -> dict:
@@ -44,7 +53,7 @@ def minimal_search() -> dict:
                 {"name": "trainer", "args": ["--dataset", "digits"]}]}}}}}
 
 
-def test_defaults_fill_what_the_template_leaves_unset() -> None:
+def test_defaults_fill_what_the_template_leaves_unset(api_cluster: Cluster) -> None:
     pod = job_for(minimal_search(), DEFAULTS)["spec"]["template"]["spec"]
     trainer = pod["containers"][0]
     assert trainer["image"] == "ghcr.io/kubenas/trainer:0.1.0"
@@ -54,7 +63,10 @@ def test_defaults_fill_what_the_template_leaves_unset() -> None:
     assert pod["nodeSelector"] == {"gpu": "h100"}
     assert pod["securityContext"]["runAsUser"] == 65532
     assert trainer["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert pod_security.violations(pod, level="restricted") == []  # what the defaults are for
+    assert restricted_refusal(api_cluster, pod) == ""  # what the defaults are for
+    without = job_for(minimal_search(), None)["spec"]["template"]["spec"]
+    without["containers"][0]["image"] = "ghcr.io/kubenas/trainer:0.1.0"
+    assert 'violates PodSecurity "restricted:latest"' in restricted_refusal(api_cluster, without)
 
 
 def test_a_search_keeps_its_own_values() -> None:
@@ -74,18 +86,24 @@ def test_without_defaults_the_template_is_taken_as_it_is() -> None:
     assert "image" not in pod["containers"][0] and "tolerations" not in pod
 
 
-def test_the_shipped_defaults_make_the_paper_example_restricted(tmp_path: Path) -> None:
-    """manifests/' trainer defaults + examples/cifar10-paper.yaml: a pod that passes the
-    Pod Security "restricted" profile and asks for one GPU."""
+def test_the_shipped_defaults_make_the_paper_example_restricted(api_cluster: Cluster, tmp_path: Path) -> None:
+    """manifests/' trainer defaults + examples/cifar10-paper.yaml: a pod that asks for one
+    GPU and that the API server's PodSecurity admission, enforcing "restricted", admits;
+    without the defaults' runAsNonRoot it is refused."""
     configmaps = [d for file in sorted((ROOT / "manifests").rglob("*.yaml")) for d in yaml.safe_load_all(file.read_text())
                   if d and d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "kubenas-trainer-defaults"]
     assert len(configmaps) == 1, "manifests/ should hold the kubenas-trainer-defaults ConfigMap once"
     path = tmp_path / "trainer-defaults.yaml"
     path.write_text(configmaps[0]["data"]["trainer-defaults.yaml"])
     example = yaml.safe_load((ROOT / "examples" / "cifar10-paper.yaml").read_text())
-    pod = job_for(example, TrainerDefaults.load(path))["spec"]["template"]["spec"]
-    assert pod_security.violations(pod, level="restricted") == []
+    defaults = TrainerDefaults.load(path)
+    pod = job_for(example, defaults)["spec"]["template"]["spec"]
+    assert restricted_refusal(api_cluster, pod) == ""
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    root = defaults.model_copy(update={"pod_security_context": {
+        key: value for key, value in defaults.pod_security_context.items() if key != "runAsNonRoot"}})
+    refusal = restricted_refusal(api_cluster, job_for(example, root)["spec"]["template"]["spec"])
+    assert 'violates PodSecurity "restricted:latest": runAsNonRoot != true' in refusal, refusal
 
 
 @pytest.mark.parametrize("content, named", [

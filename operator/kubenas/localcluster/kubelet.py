@@ -27,7 +27,7 @@ What it does:
 What it does not do: pull or unpack images (the image is this machine: `python` is the
 kubelet's interpreter), run init, sidecar or further containers, switch to runAsUser or
 apply seccomp and capabilities (processes run as the kubelet's user: mount namespaces
-need root), probes, CPU limits, GPU device assignment, networking (every pod has IP
+need root; each mount point is created, empty, on the host as bind mounts need), probes, CPU limits, GPU device assignment, networking (every pod has IP
 127.0.0.1, and Services do not route), Events, or static pods.
 """
 
@@ -53,11 +53,12 @@ from kubenas.localcluster.kubelet_processes import Process, grace_period, termin
 from kubenas.localcluster.launch import ImageMap, Launch, memory_limit_bytes, prepare
 from kubenas.localcluster.podstatus import NODE_IP, TERMINAL_PHASES, StatusReport, now, unknown_status
 from kubenas.localcluster.sandbox import MemoryCgroup, enter, prepare_targets
-from kubenas.localcluster.volumes import ContainerConfigError, materialize
+from kubenas.localcluster.volumes import ContainerConfigError, Volumes, materialize
 
 LEASE_SECONDS = 40
 RENEW_SECONDS = 10
 RESTART_BACKOFF_SECONDS = (0.1, 2.0)  # first delay, cap
+CONFIG_RETRY_SECONDS = (1.0, 10.0)  # CreateContainerConfigError: first delay, cap
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 log = logging.getLogger("kubenas.kubelet")
@@ -251,21 +252,13 @@ class Kubelet:
         report = StatusReport(pod=pod, start_time=now())
         await self._write(pod, report.build(phase="Pending", state={"waiting": {"reason": "ContainerCreating"}}))
         sandbox = self.workdir / "pods" / pod["metadata"]["uid"]
-        host, port = self.api
         refresher = None
-        try:
-            volumes = await materialize(pod, client=self.client, sandbox=sandbox, claims=self.workdir / "claims")
-            launch = await prepare(pod, client=self.client, images=self.images, volumes=volumes.paths, sandbox=sandbox,
-                                   api_host=host, api_port=port)
-            prepare_targets(launch.mounts)
-        except (ContainerConfigError, OSError, ValueError) as error:
-            # As on a real node, the pod stays Pending until it is deleted.
-            waiting = {"reason": "CreateContainerConfigError", "message": str(error)}
-            await self._write(pod, report.build(phase="Pending", state={"waiting": waiting}))
-            await run.deletion
+        prepared = await self._set_up(run, report, sandbox)
+        if prepared is None:
             await self._write(pod, report.build(phase="Failed", state={"terminated": {
                 "exitCode": 137, "reason": "ContainerStatusUnknown", "message": "The pod was deleted before its container started"}}))
             return
+        volumes, launch = prepared
         if volumes.refresh_after is not None:
             refresher = asyncio.create_task(self._refresh_volumes(pod, sandbox, volumes.refresh_after))
         try:
@@ -273,6 +266,28 @@ class Kubelet:
         finally:
             if refresher is not None:
                 refresher.cancel()
+
+    async def _set_up(self, run: PodRun, report: StatusReport, sandbox: Path) -> tuple[Volumes, Launch] | None:
+        """Volumes and the launch; on CreateContainerConfigError the pod stays Pending and,
+        as on a real node, set-up is tried again with a back-off (a ConfigMap, Secret or
+        token may appear) until it works or the pod is deleted (None)."""
+        host, port = self.api
+        delay, reported = CONFIG_RETRY_SECONDS[0], None
+        while not run.deletion.done():
+            try:
+                volumes = await materialize(run.pod, client=self.client, sandbox=sandbox, claims=self.workdir / "claims")
+                launch = await prepare(run.pod, client=self.client, images=self.images, volumes=volumes.paths,
+                                       sandbox=sandbox, api_host=host, api_port=port)
+                prepare_targets(launch.mounts)
+                return volumes, launch
+            except (ContainerConfigError, OSError, ValueError) as error:
+                if str(error) != reported:
+                    reported = str(error)
+                    waiting = {"reason": "CreateContainerConfigError", "message": reported}
+                    await self._write(run.pod, report.build(phase="Pending", state={"waiting": waiting}))
+                await asyncio.wait([run.deletion], timeout=delay)
+                delay = min(2 * delay, CONFIG_RETRY_SECONDS[1])
+        return None
 
     async def _refresh_volumes(self, pod: dict, sandbox: Path, after: float) -> None:
         while True:
