@@ -99,13 +99,21 @@ class Cluster:
 
     # -- set-up the tests share ------------------------------------------------------
 
-    def install_crds(self) -> None:
-        """kubenas's CRDs, applied and Established, their storage serving lists."""
-        self.kubectl("apply", "-f", str(CRDS))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/neuralarchitecturesearches.kubenas.io", "crd/nastrials.kubenas.io")
-        self.get(NAS.format(ns="default"))
-        self.get(TRIALS.format(ns="default"))
+    def install_crds(self, crds: list[dict] | None = None) -> list[str]:
+        """CRDs (kubenas's own by default), applied, Established, and their storage serving
+        lists (a new CRD's first requests may meet 429 "storage is (re)initializing");
+        returns their names."""
+        if crds is None:
+            crds = [yaml.safe_load(path.read_text()) for path in sorted(CRDS.glob("*.yaml"))]
+        self.kubectl("apply", "-f", "-", input="".join("---\n" + yaml.safe_dump(crd) for crd in crds))
+        names = [crd["metadata"]["name"] for crd in crds]
+        if names:
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{name}" for name in names])
+        for crd in crds:
+            spec = crd["spec"]
+            version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+            self.get(f"/apis/{spec['group']}/{version}/{spec['names']['plural']}")
+        return names
 
     def namespace(self, name: str, *, enforce: str = "restricted") -> str:
         """A namespace whose pods the real PodSecurity admission holds to `enforce`."""

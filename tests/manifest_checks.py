@@ -247,16 +247,9 @@ def crd_documents(crds: Iterable[dict] | str | Path) -> list[dict]:
 
 
 def install_crds(cluster: Cluster, crds: Iterable[dict] | str | Path) -> list[str]:
-    """Apply the CRDs (kubectl, server-side validation of their schemas) and wait until
-    they are Established, i.e. served; return their names."""
-    found = crd_documents(crds)
-    text = "".join("---\n" + yaml.safe_dump(crd) for crd in found)
-    cluster.kubectl("apply", "-f", "-", input=text)
-    names = [crd["metadata"]["name"] for crd in found]
-    if names:
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        *[f"customresourcedefinition/{name}" for name in names])
-    return names
+    """Apply the CRDs (server-side validation of their schemas) and wait until they are
+    served; return their names."""
+    return cluster.install_crds(crd_documents(crds))
 
 
 def custom_errors(cluster: Cluster, docs: Iterable[dict], crds: Iterable[dict] | str | Path | None = None, *,
