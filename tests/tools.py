@@ -1,6 +1,7 @@
-"""External tools the tests drive for real (promtool, prometheus, kubectl, the Helm
-library's venv, hadolint). `make test` installs them; where one is missing a test skips
-with the reason, except under KUBENAS_REQUIRE_TOOLS=1 (CI), where it fails."""
+"""External tools the tests drive for real (promtool, prometheus, hadolint; the Kubernetes
+binaries and helm, which `make tools` builds, come from tests.cluster_harness.tool).
+`make test` installs them; where one is missing a test skips with the reason, except
+under KUBENAS_REQUIRE_TOOLS=1 (CI), where it fails."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HELM_PYTHON = Path(os.environ.get("KUBENAS_HELM_PYTHON", ROOT / ".helm-venv" / "bin" / "python"))
 
 
 def required() -> bool:
@@ -32,9 +32,3 @@ def executable(name: str) -> str:
         missing(f"{name} is not installed (`make tools` installs it)")
     return found
 
-
-def helm_python() -> str:
-    """The Python >= 3.12 venv holding helm-sdkpy (`make tools` creates it)."""
-    if not HELM_PYTHON.exists():
-        missing(f"no Helm venv at {HELM_PYTHON} (`make tools` creates it with Python >= 3.12)")
-    return str(HELM_PYTHON)

@@ -50,12 +50,18 @@ def enter(*, mounts: list[Mount], cgroup_procs: Path | None, working_dir: str) -
     if mounts:
         _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
         _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
-        for mount in mounts:
-            source, target = str(mount.source).encode(), mount.target.encode()
+        # Every source is opened first: a mount over a folder that holds later sources (an
+        # emptyDir at /tmp while the kubelet's folder is under /tmp) would hide them. Opened
+        # after unshare: a bind mount from the old namespace's mounts fails (EINVAL).
+        sources = [os.open(mount.source, os.O_PATH | os.O_CLOEXEC) for mount in mounts]
+        for mount, descriptor in zip(mounts, sources):
+            source, target = f"/proc/self/fd/{descriptor}".encode(), mount.target.encode()
             _check(_libc.mount(source, target, None, MS_BIND | MS_REC, None), f"bind-mounting {mount.target}")
             if mount.read_only:
                 _check(_libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None),
                        f"making {mount.target} read-only")
+        for descriptor in sources:
+            os.close(descriptor)
     os.makedirs(working_dir, exist_ok=True)
     os.chdir(working_dir)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
