@@ -16,7 +16,7 @@ Everything shares this machine's 2 cores (etcd, the API server, the controllers,
 kubelet, the operator and every child), so the figures are a floor for a real cluster.
 
     python benchmarks/operator_scale.py [--table-trials 12800] [--parallelism 800]
-                                        [--job-trials 300] [--job-parallelism 100]
+                                        [--job-trials 300] [--job-parallelism 100] [--controller-qps N]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from kubenas.localcluster import NodeOptions  # noqa: E402
 from kubenas_trainer.architecture import NB201_OPERATIONS, cell_string  # noqa: E402
-from tests.cluster_harness import (CRDS, NAS, OPERATOR_ACCOUNT, Cluster, OperatorProcess,  # noqa: E402
+from tests.cluster_harness import (NAS, OPERATOR_ACCOUNT, Cluster, OperatorProcess,  # noqa: E402
                                    search_manifest, wait_for, apply)
 
 NAMESPACE = "bench"
@@ -135,13 +135,19 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=800)
     parser.add_argument("--job-trials", type=int, default=300)
     parser.add_argument("--job-parallelism", type=int, default=100)
+    parser.add_argument("--controller-qps", type=int, default=None,
+                        help="kube-controller-manager's --kube-api-qps (burst: twice it); Kubernetes' default is 20, "
+                             "which bounds the Job controller's requests (about 6 per child)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kubenas-scale-") as scratch:
         workdir = Path(scratch)
         started = time.monotonic()
         node = NodeOptions(cpu="2000", memory="1Ti", pods=max(250, args.job_parallelism + 50))
-        cluster = Cluster(workdir=workdir / "cluster", node=node).start()
-        print(f"control plane ready in {time.monotonic() - started:.1f} s")
+        qps = [f"--kube-api-qps={args.controller_qps}", f"--kube-api-burst={2 * args.controller_qps}"] \
+            if args.controller_qps else []
+        cluster = Cluster(workdir=workdir / "cluster", node=node, controller_manager_args=qps).start()
+        print(f"control plane ready in {time.monotonic() - started:.1f} s; kube-controller-manager "
+              f"--kube-api-qps={args.controller_qps or '20 (default)'}")
         cluster.install_crds()
         cluster.namespace(NAMESPACE)
         operator = OperatorProcess(cluster=cluster, namespace=NAMESPACE, log=workdir / "operator.log").start()

@@ -69,6 +69,7 @@ class LocalCluster:
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.audit_log = self.workdir / "audit.log"
         self.startup_seconds: float | None = None
+        self._admin_context: ssl.SSLContext | None = None
 
     # -- life ------------------------------------------------------------------------
 
@@ -260,9 +261,11 @@ class LocalCluster:
     # -- an admin client, for the launcher, tests and benchmarks -----------------------
 
     def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.ca.cert))
-        context.load_cert_chain(str(self.admin.cert), str(self.admin.key))
-        return context
+        """The admin's TLS context (made once: loading certificates costs milliseconds)."""
+        if self._admin_context is None:
+            self._admin_context = ssl.create_default_context(cafile=str(self.ca.cert))
+            self._admin_context.load_cert_chain(str(self.admin.cert), str(self.admin.key))
+        return self._admin_context
 
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 raw: bool = False, timeout: float = 30) -> Any:

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import secrets
 import signal
 import subprocess
@@ -46,17 +45,15 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubenas.localcluster import binaries
 from kubenas.localcluster.client import STRATEGIC_MERGE_PATCH, ApiError, Client
 from kubenas.localcluster.kubelet_logs import LogServer
+from kubenas.localcluster.kubelet_node import Node
 from kubenas.localcluster.kubelet_processes import Process, grace_period, termination_message
 from kubenas.localcluster.launch import ImageMap, Launch, memory_limit_bytes, prepare
-from kubenas.localcluster.podstatus import NODE_IP, TERMINAL_PHASES, StatusReport, now, unknown_status
+from kubenas.localcluster.podstatus import TERMINAL_PHASES, StatusReport, now, unknown_status
 from kubenas.localcluster.sandbox import MemoryCgroup, enter, prepare_targets
 from kubenas.localcluster.volumes import ContainerConfigError, Volumes, materialize
 
-LEASE_SECONDS = 40
-RENEW_SECONDS = 10
 RESTART_BACKOFF_SECONDS = (0.1, 2.0)  # first delay, cap
 CONFIG_RETRY_SECONDS = (1.0, 10.0)  # CreateContainerConfigError: first delay, cap
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
@@ -95,71 +92,10 @@ class Kubelet:
         return parsed.hostname or "127.0.0.1", parsed.port or 443
 
     async def run(self) -> None:
-        await self._register()
-        await asyncio.gather(self._renew_lease(), self._report_node(), self._watch_pods())
-
-    # -- the Node --------------------------------------------------------------------
-
-    def _node_status(self) -> dict:
-        stamp = now()
-        conditions = [
-            {"type": kind, "status": "False", "reason": f"KubeletHas{reason}", "message": f"kubelet has {reason.lower()}"}
-            for kind, reason in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"),
-                                 ("PIDPressure", "SufficientPID"))
-        ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}]
-        for condition in conditions:
-            condition.update(lastHeartbeatTime=stamp, lastTransitionTime=stamp)
-        return {
-            "capacity": self.capacity, "allocatable": self.capacity, "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": NODE_IP}, {"type": "Hostname", "address": self.node_name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
-            "nodeInfo": {
-                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": platform.release(),
-                "osImage": "kubenas process kubelet", "containerRuntimeVersion": "process://0.1.0",
-                "kubeletVersion": binaries.KUBERNETES_VERSION, "kubeProxyVersion": "", "operatingSystem": "linux",
-                "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
-            },
-        }
-
-    async def _register(self) -> None:
-        arch = self._node_status()["nodeInfo"]["architecture"]
-        labels = {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
-                  "node.kubernetes.io/instance-type": "kubenas-process"}
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": labels},
-                "status": self._node_status()}
-        try:
-            await self.client.request("POST", "/api/v1/nodes", body=body)
-        except ApiError as error:
-            if error.status != 409:
-                raise
-        await self._patch_node_status()
+        node = Node(client=self.client, name=self.node_name, port=self.port, capacity=self.capacity)
+        await node.register()
         await self._recover()
-
-    async def _patch_node_status(self) -> None:
-        await self.client.request("PATCH", f"/api/v1/nodes/{self.node_name}/status", body={"status": self._node_status()},
-                                  content_type=STRATEGIC_MERGE_PATCH)
-
-    async def _report_node(self) -> None:
-        while True:
-            await asyncio.sleep(60)
-            with contextlib.suppress(ApiError, OSError, asyncio.TimeoutError):
-                await self._patch_node_status()
-
-    async def _renew_lease(self) -> None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
-        while True:
-            renew = now().replace("Z", ".000000Z")
-            try:
-                if await self.client.get(path) is None:
-                    await self.client.request("POST", path.rsplit("/", 1)[0], body={
-                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": self.node_name},
-                        "spec": {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": renew}})
-                else:
-                    await self.client.request("PATCH", path, body={"spec": {"renewTime": renew}},
-                                              content_type="application/merge-patch+json")
-            except (ApiError, OSError, asyncio.TimeoutError) as error:
-                log.warning("lease renewal failed: %s", error)
-            await asyncio.sleep(RENEW_SECONDS)
+        await asyncio.gather(node.renew_lease(), node.report_status(), self._watch_pods())
 
     # -- pods ------------------------------------------------------------------------
 
