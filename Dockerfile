@@ -21,7 +21,7 @@ COPY trainer-image/kubenas_trainer/ /src/trainer-image/kubenas_trainer/
 # dependencies pinned to the versions the test suite runs with.
 RUN pip install --no-cache-dir /src \
         "numpy==2.4.6" "scikit-learn==1.9.1" "pydantic==2.14.4" "PyYAML==6.0.4" "rich==15.0.0" \
-        "matplotlib==3.11.2" "kopf==1.45.2" "kubernetes==37.0.2" "aiohttp==3.14.5" "kmock==0.8" \
+        "matplotlib==3.11.2" "kopf==1.45.2" "kubernetes==37.0.2" "aiohttp==3.14.5" "cryptography==50.0.2" \
         "prometheus-client==0.26.0" \
     && python -m compileall -q /opt/venv/lib
 

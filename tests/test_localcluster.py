@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -313,6 +314,20 @@ def test_the_service_account_token_authenticates_the_pod(cluster: Cluster) -> No
 
 
 # -- how containers end ------------------------------------------------------------------
+
+
+def test_a_volume_over_the_images_python_leaves_it_visible(cluster: Cluster) -> None:
+    """The image is this machine: an emptyDir mounted over the folder that holds the
+    interpreter (as the chart's emptyDir at /tmp covers a project cloned under /tmp) hides
+    the folder's other files, not Python."""
+    covered = str(Path(sys.base_prefix).parent)
+    create(cluster, pod("covered", f"import os, sys; print(sorted(os.listdir({covered!r})), sys.version_info[:2])",
+                        container={"volumeMounts": [{"name": "scratch", "mountPath": covered}]},
+                        volumes=[{"name": "scratch", "emptyDir": {}}]))
+    done = finished(cluster, "covered")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    listed = cluster.kubectl("logs", "covered", "-n", NS).stdout
+    assert Path(sys.base_prefix).name in listed  # the interpreter's folder, mounted again inside the volume
 
 
 def test_exit_codes_give_reason_and_phase(cluster: Cluster) -> None:

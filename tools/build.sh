@@ -47,7 +47,7 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     hv+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$cg_minor"
 done
 
-echo "tools: building Kubernetes $k8s, Helm $helm and etcd $etcd into $dir/bin (cold: about 25 min on 2 cores)"
+echo "tools: building Kubernetes $k8s, Helm $helm and etcd $etcd into $dir/bin (cold, modules downloaded: about 6.5 min on 2 cores)"
 (cd "$here" && go build -trimpath -tags selinux,notest -ldflags "-s -w $kv" -o "$dir/bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)

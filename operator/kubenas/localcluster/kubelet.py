@@ -49,7 +49,7 @@ from kubenas.localcluster.client import STRATEGIC_MERGE_PATCH, ApiError, Client
 from kubenas.localcluster.kubelet_logs import LogServer
 from kubenas.localcluster.kubelet_node import Node
 from kubenas.localcluster.kubelet_processes import Process, grace_period, termination_message
-from kubenas.localcluster.launch import ImageMap, Launch, memory_limit_bytes, prepare
+from kubenas.localcluster.launch import IMAGE_PATHS, ImageMap, Launch, memory_limit_bytes, prepare
 from kubenas.localcluster.podstatus import TERMINAL_PHASES, StatusReport, now, unknown_status
 from kubenas.localcluster.sandbox import MemoryCgroup, enter, prepare_targets
 from kubenas.localcluster.volumes import ContainerConfigError, Volumes, materialize
@@ -280,7 +280,7 @@ class Kubelet:
                     launch.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=launch.env,
                     start_new_session=True,
                     preexec_fn=lambda: enter(mounts=launch.mounts, cgroup_procs=cgroup.procs if cgroup else None,
-                                             working_dir=launch.working_dir),
+                                             working_dir=launch.working_dir, image_paths=IMAGE_PATHS),
                 )
         except (OSError, subprocess.SubprocessError) as error:
             if cgroup:

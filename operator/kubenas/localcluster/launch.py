@@ -5,6 +5,7 @@ command), its environment and its mounts."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import math
 import os
 import sys
@@ -22,6 +23,13 @@ DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Of the kubelet's own environment, what a container still sees: where programs are, the
 # locale, and the OpenBLAS settings some processors here need.
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# The image is this machine: its Python and import path stay visible in every container,
+# even below a volume's mountPath (kubenas.localcluster.sandbox.enter).
+IMAGE_PATHS = sorted({
+    sys.prefix, sys.base_prefix, sys.exec_prefix, *(path for path in sys.path if os.path.isdir(path)),
+    *(str(Path(spec.origin).parents[1]) for name in ("kubenas", "kubenas_trainer")  # editable installs' sources
+      if (spec := importlib.util.find_spec(name)) is not None and spec.origin),
+})
 # kubenas's own images, as their Dockerfiles define them.
 BUILTIN_IMAGES = {
     "ghcr.io/kubenas/operator": {"command": ["python", "-m", "kubenas.cli", "operator"],

@@ -43,8 +43,17 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def enter(*, mounts: list[Mount], cgroup_procs: Path | None, working_dir: str) -> None:
-    """Runs in the child between fork and exec (subprocess's preexec_fn)."""
+def hidden_by(mounts: list[Mount], paths: list[str]) -> list[str]:
+    """Those of `paths` that a mount would hide (they lie below its target), outermost only."""
+    targets = [mount.target.rstrip("/") + "/" for mount in mounts]
+    hidden = sorted({path for path in paths if any(path.startswith(target) for target in targets)})
+    return [path for path in hidden if not any(path.startswith(outer.rstrip("/") + "/") for outer in hidden if outer != path)]
+
+
+def enter(*, mounts: list[Mount], cgroup_procs: Path | None, working_dir: str, image_paths: list[str] = ()) -> None:
+    """Runs in the child between fork and exec (subprocess's preexec_fn). `image_paths`
+    are the image's files (here: this machine's Python and its import path); those a
+    volume hides, as an emptyDir at /tmp hides a project under /tmp, are mounted again."""
     if cgroup_procs is not None:
         cgroup_procs.write_text(str(os.getpid()))
     if mounts:
@@ -53,14 +62,20 @@ def enter(*, mounts: list[Mount], cgroup_procs: Path | None, working_dir: str) -
         # Every source is opened first: a mount over a folder that holds later sources (an
         # emptyDir at /tmp while the kubelet's folder is under /tmp) would hide them. Opened
         # after unshare: a bind mount from the old namespace's mounts fails (EINVAL).
+        kept = hidden_by(mounts, list(image_paths))
         sources = [os.open(mount.source, os.O_PATH | os.O_CLOEXEC) for mount in mounts]
+        image = [os.open(path, os.O_PATH | os.O_CLOEXEC) for path in kept]
         for mount, descriptor in zip(mounts, sources):
             source, target = f"/proc/self/fd/{descriptor}".encode(), mount.target.encode()
             _check(_libc.mount(source, target, None, MS_BIND | MS_REC, None), f"bind-mounting {mount.target}")
             if mount.read_only:
                 _check(_libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None),
                        f"making {mount.target} read-only")
-        for descriptor in sources:
+        for path, descriptor in zip(kept, image):
+            os.makedirs(path, exist_ok=True)  # its mount point, inside the volume
+            _check(_libc.mount(f"/proc/self/fd/{descriptor}".encode(), path.encode(), None, MS_BIND | MS_REC, None),
+                   f"keeping the image's {path} visible")
+        for descriptor in sources + image:
             os.close(descriptor)
     os.makedirs(working_dir, exist_ok=True)
     os.chdir(working_dir)
