@@ -23,10 +23,10 @@ from kubenas.search import Search
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "nb201-tabular.yaml"
-TABLE = ROOT.parent / "shared" / "benchmarks" / "nasbench201" / "nb201-12epoch.csv"
+TABLE = specs.DEFAULT_TABLE  # the table bundled in the package (kubenas/data, MIT, see its NOTICE)
 
 
-def search_spec(*, strategy: str, seed: int, trials: int, table: Path) -> specs.SearchSpec:
+def search_spec(*, strategy: str, seed: int, trials: int, table: str | Path) -> specs.SearchSpec:
     document = yaml.safe_load(EXAMPLE.read_text())
     document["spec"].update(seed=seed, maxTrials=trials)
     document["spec"]["controller"]["strategy"] = strategy
@@ -47,7 +47,7 @@ def best_accuracy(spec: specs.SearchSpec, table: dict[str, float]) -> float:
     return search.best.validation_accuracy
 
 
-def compare(*, seeds: range, trials: int, table_path: Path) -> dict[str, list[float]]:
+def compare(*, seeds: range, trials: int, table_path: str | Path = TABLE) -> dict[str, list[float]]:
     table = None
     results: dict[str, list[float]] = {}
     for strategy in ("reinforce", "random"):
@@ -62,15 +62,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=500)
-    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--table", default=TABLE, help="builtin:NAME or a CSV file (default: %(default)s)")
     args = parser.parse_args()
-    if not args.table.exists():
-        print(f"table not found: {args.table} (see ../shared/benchmarks/nasbench201/README.md)", file=sys.stderr)
+    if not args.table.startswith(specs.BUILTIN_PREFIX) and not Path(args.table).exists():
+        print(f"table not found: {args.table}", file=sys.stderr)
         return 1
     started = time.perf_counter()
     results = compare(seeds=range(args.seeds), trials=args.trials, table_path=args.table)
     seconds = time.perf_counter() - started
-    table = TabularEvaluator(specs.Tabular(path=str(args.table))).table
+    table = TabularEvaluator(specs.Tabular(path=args.table)).table
     optimum = max(table.values())
     print(f"NAS-Bench-201 (12-epoch, cifar10-val), {args.trials} children, seeds 0..{args.seeds - 1}; "
           f"best cell in the table: {optimum:.5f}")

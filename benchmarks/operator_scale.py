@@ -10,7 +10,7 @@ Prints, for one `kubenas operator` process authenticated as its ServiceAccount:
   result at once ("instant pods"), through the real Job controller, scheduler and kubelet;
 and for each: children per second, API requests per child from the API server's own
 `apiserver_request_total` (all clients), the operator's share by verb and resource from
-the audit log, and the operator's peak memory.
+the audit log, the operator's CPU per child, its event-loop lag and its peak memory.
 
 Everything shares this machine's 2 cores (etcd, the API server, the controllers, the
 kubelet, the operator and every child), so the figures are a floor for a real cluster.
@@ -27,6 +27,7 @@ import itertools
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from kubenas.localcluster import NodeOptions  # noqa: E402
 from kubenas_trainer.architecture import NB201_OPERATIONS, cell_string  # noqa: E402
 from tests.cluster_harness import (NAS, OPERATOR_ACCOUNT, Cluster, OperatorProcess,  # noqa: E402
-                                   search_manifest, wait_for, apply)
+                                   apply, free_port, search_manifest, wait_for)
 
 NAMESPACE = "bench"
 
@@ -95,11 +96,30 @@ def audited_requests(cluster: Cluster, since: int) -> tuple[collections.Counter,
     return clients, operator, len(events)
 
 
+def loop_lag(metrics_url: str) -> tuple[dict[float, float], float]:
+    """The operator's loop-lag histogram (cumulative count per upper bound) and its maximum."""
+    buckets, maximum = {}, 0.0
+    for family in text_string_to_metric_families(urllib.request.urlopen(metrics_url, timeout=10).read().decode()):
+        for sample in family.samples:
+            if sample.name == "kubenas_operator_loop_lag_seconds_bucket":
+                buckets[float(sample.labels["le"])] = sample.value
+            elif sample.name == "kubenas_operator_loop_lag_max_seconds":
+                maximum = sample.value
+    return buckets, maximum
+
+
+def quantile(buckets: dict[float, float], q: float) -> float:
+    """The upper bound of the bucket holding quantile q."""
+    total = buckets[float("inf")]
+    return next(bound for bound, count in sorted(buckets.items()) if count >= q * total)
+
+
 def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, timeout: float) -> None:
     name = document["metadata"]["name"]
     path = f"{NAS.format(ns=NAMESPACE)}/{name}"
     before, audit_mark = request_totals(cluster), len(cluster.audit_events())
     cpu_before = operator_cpu_seconds(operator)
+    lag_before, _ = loop_lag(operator.metrics_url)
     start = time.monotonic()
     apply(cluster, document)
     status = wait_for(lambda: ((cluster.get(path) or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
@@ -118,10 +138,22 @@ def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, t
     print(f"  API requests per child, every client (apiserver_request_total): {sum(everyone.values()) / children:.2f}")
     for (verb, resource), count in everyone.most_common(12):
         print(f"    {verb:>7} {resource:<40} {count / children:6.2f}")
+    lag_after, lag_max = loop_lag(operator.metrics_url)
+    lag = {bound: lag_after[bound] - lag_before.get(bound, 0) for bound in lag_after}
+    print(f"  operator event-loop lag (50 ms probes): p50 <= {quantile(lag, 0.5) * 1000:g} ms, "
+          f"p99 <= {quantile(lag, 0.99) * 1000:g} ms (histogram bounds), max since start {lag_max * 1000:.0f} ms")
     print("  by client (audit log):", ", ".join(f"{name} {count / children:.2f}" for name, count in clients.most_common()))
     print(f"  the operator's own requests per child (audit log): {sum(mine.values()) / children:.2f}")
     for (verb, resource), count in mine.most_common(12):
         print(f"    {verb:>7} {resource:<40} {count / children:6.2f}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).read()
+        return True
+    except OSError:
+        return False
 
 
 def operator_cpu_seconds(operator: OperatorProcess) -> float:
@@ -150,7 +182,11 @@ def main() -> None:
               f"--kube-api-qps={args.controller_qps or '20 (default)'}")
         cluster.install_crds()
         cluster.namespace(NAMESPACE)
-        operator = OperatorProcess(cluster=cluster, namespace=NAMESPACE, log=workdir / "operator.log").start()
+        port = free_port()
+        operator = OperatorProcess(cluster=cluster, namespace=NAMESPACE, log=workdir / "operator.log",
+                                   args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1"]).start()
+        operator.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: _answers(operator.metrics_url), timeout=60, what="the operator's metrics", operator=operator)
         try:
             if args.table_trials:
                 table = search_manifest("table", namespace=NAMESPACE, maxTrials=args.table_trials,

@@ -8,8 +8,12 @@ produced none gets `failure(reason, message)` with a named reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import ctypes
+import gzip
+import importlib.resources
+import io
 import json
 import os
 import signal
@@ -143,26 +147,44 @@ def judge_output(text: str | None, *, exit_code: int, source: str) -> dict:
     return result
 
 
+def builtin_table(name: str) -> importlib.resources.abc.Traversable:
+    """The packaged file of built-in table `name` (a key of spec.BUILTIN_TABLES)."""
+    return importlib.resources.files("kubenas") / "data" / specs.BUILTIN_TABLES[name]
+
+
+def read_table(path: str, metric: str) -> dict[str, float]:
+    """cell string -> accuracy (a fraction) from `path`: `builtin:NAME` (a gzipped CSV
+    shipped in the package) or a CSV file (relative: from the working directory)."""
+    builtin = path.startswith(specs.BUILTIN_PREFIX)
+    where = path if builtin else Path(path)
+    try:
+        with contextlib.ExitStack() as stack:
+            if builtin:
+                raw = stack.enter_context(builtin_table(path.removeprefix(specs.BUILTIN_PREFIX)).open("rb"))
+                handle = stack.enter_context(io.TextIOWrapper(gzip.GzipFile(fileobj=raw), newline=""))
+            else:
+                handle = stack.enter_context(where.open(newline=""))
+            rows = csv.DictReader(handle)
+            if rows.fieldnames is None or "cellstr" not in rows.fieldnames or metric not in rows.fieldnames:
+                raise specs.SpecError(
+                    f"spec.trial.tabular: {where} needs columns 'cellstr' and {metric!r}; it has {rows.fieldnames}"
+                )
+            return {row["cellstr"]: float(row[metric]) / 100.0 for row in rows}
+    except OSError as error:
+        if builtin:  # a broken install: the package data is missing
+            raise specs.SpecError(f"spec.trial.tabular.path: cannot read the built-in table {path} ({error})") from None
+        raise specs.SpecError(
+            f"spec.trial.tabular.path: cannot read {where} ({error.strerror}); relative paths start "
+            f"from the working directory {Path.cwd()}"
+        ) from None
+
+
 class TabularEvaluator:
     """Scores NB201 cells from a CSV (a `cellstr` column and the metric in percent), in
     process: a result document with one 'epoch' whose accuracy is the table's."""
 
     def __init__(self, tabular: specs.Tabular) -> None:
-        path = Path(tabular.path)
-        try:
-            with path.open(newline="") as handle:
-                rows = csv.DictReader(handle)
-                if rows.fieldnames is None or "cellstr" not in rows.fieldnames or tabular.metric not in rows.fieldnames:
-                    raise specs.SpecError(
-                        f"spec.trial.tabular: {path} needs columns 'cellstr' and {tabular.metric!r}; "
-                        f"it has {rows.fieldnames}"
-                    )
-                self.table = {row["cellstr"]: float(row[tabular.metric]) / 100.0 for row in rows}
-        except OSError as error:
-            raise specs.SpecError(
-                f"spec.trial.tabular.path: cannot read {path} ({error.strerror}); relative paths start "
-                f"from the working directory {Path.cwd()}"
-            ) from None
+        self.table = read_table(tabular.path, tabular.metric)
         self.metric = tabular.metric
 
     def finished_result(self, index: int) -> None:

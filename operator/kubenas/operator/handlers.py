@@ -3,6 +3,7 @@ the driver of the search that owns the Job. Handlers are thin: the driver decide
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from kubenas import metrics
 from kubenas.operator import names
 from kubenas.operator.connection import Connection
 from kubenas.operator.driver import DriverSettings, JobEvent, SearchDriver
+from kubenas.operator.engine_thread import watch_loop_lag
 from kubenas.operator.kube import KubeClient
 
 
@@ -24,6 +26,7 @@ class OperatorState:
     driver_settings: DriverSettings = field(default_factory=DriverSettings)
     clusterwide: bool = True
     drivers: dict[tuple[str, str], SearchDriver] = field(default_factory=dict)
+    lag_watch: asyncio.Task | None = None
 
 
 STATE = OperatorState()
@@ -53,10 +56,13 @@ async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     # no cluster-wide list/watch of CRDs and namespaces, which a namespaced Role forbids.
     settings.scanning.disabled = not STATE.clusterwide
     STATE.client = STATE.connection.client(fresh_token=lambda: STATE.load_connection().token)
+    STATE.lag_watch = asyncio.create_task(watch_loop_lag(), name="loop-lag")  # kubenas_operator_loop_lag_seconds
 
 
 @kopf.on.cleanup()
 async def close(**_: object) -> None:
+    if STATE.lag_watch is not None:
+        STATE.lag_watch.cancel()
     if STATE.client is not None:
         await STATE.client.close()
 
