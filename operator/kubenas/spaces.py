@@ -57,6 +57,12 @@ class Space:
     def decisions(self, *, trial_index: int) -> DecisionProgram:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def program_key(self, trial_index: int) -> object:
+        """Children whose keys are equal run the same decision program (the same
+        decisions and masks for the same actions, the same architecture at the end), so a
+        child sampled for one of them serves any other. The base class assumes nothing."""
+        return ("trial", trial_index)
+
     def decode(self, actions: Sequence[Action], *, trial_index: int) -> dict:
         """Replay recorded actions through the decision program; the architecture they make."""
         program = self.decisions(trial_index=trial_index)
@@ -99,6 +105,9 @@ class MacroCNN(Space):
 
     def num_layers(self, *, trial_index: int) -> int:
         return self.config.depth.layers_for(trial_index)
+
+    def program_key(self, trial_index: int) -> object:
+        return self.num_layers(trial_index=trial_index)  # the trial index matters through the depth alone
 
     def decisions(self, *, trial_index: int) -> DecisionProgram:
         config = self.config
@@ -155,6 +164,9 @@ class NB201Cell(Space):
     def __init__(self, config: specs.NB201CellSpace) -> None:
         self.config = config
         self.heads = {"operation": len(config.operations)}
+
+    def program_key(self, trial_index: int) -> object:
+        return None  # every child runs the same program
 
     def decisions(self, *, trial_index: int) -> DecisionProgram:
         edges = []
