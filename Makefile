@@ -45,6 +45,7 @@ test: $(STAMP) tools
 bench: $(STAMP)
 	$(BIN)/python benchmarks/controller_speed.py
 	$(BIN)/python benchmarks/nb201_reinforce_vs_random.py
+	$(BIN)/python benchmarks/nb201_strategies.py
 	$(BIN)/python benchmarks/digits_demo.py
 	$(BIN)/python benchmarks/operator_scale.py
 

@@ -185,7 +185,7 @@ def test_constraints_are_carried() -> None:
     controller = crds.nas_spec_schema()["properties"]["controller"]["properties"]
     assert controller["learningRate"] | {"exclusiveMinimum": True, "minimum": 0} == controller["learningRate"]
     assert (controller["lstmSize"]["minimum"], controller["lstmSize"]["maximum"]) == (1, 4096)
-    assert controller["strategy"]["enum"] == ["reinforce", "random"]
+    assert controller["strategy"]["enum"] == ["reinforce", "evolution", "random"]
     containers = crds.nas_spec_schema()["properties"]["trial"]["properties"]["template"]["properties"]["spec"]
     assert containers["properties"]["containers"]["minItems"] == 1
     assert containers["properties"]["containers"]["items"]["required"] == ["name"]
@@ -204,7 +204,7 @@ def test_examples_pass_the_schema(cluster: Cluster, example: Path) -> None:
         ({"controller": {"learningRate": 0}}, "spec.controller.learningRate"),
         ({"controller": {"baselineDecay": 1}}, "spec.controller.baselineDecay"),
         ({"controller": {"lstmSize": "big"}}, "spec.controller.lstmSize"),
-        ({"controller": {"strategy": "evolution"}}, "spec.controller.strategy"),
+        ({"controller": {"strategy": "ppo"}}, "spec.controller.strategy"),
         ({"searchSpace": {"macroCNN": {"numFilters": []}}}, "spec.searchSpace.macroCNN.numFilters"),
         ({"searchSpace": {"macroCNN": {"imageSize": [32]}}}, "spec.searchSpace.macroCNN.imageSize"),
         ({"searchSpace": {"nb201Cell": {"operations": ["conv_9x9"]}}}, "spec.searchSpace.nb201Cell.operations[0]"),

@@ -40,7 +40,7 @@ def test_reward_transform() -> None:
     [
         ({"controller": {"learningRate": 0}}, "spec.controller.learningRate", "greater than 0"),
         ({"controller": {"lstmSize": "big"}}, "spec.controller.lstmSize", "integer"),
-        ({"controller": {"strategy": "evolution"}}, "spec.controller.strategy", "'reinforce' or 'random'"),
+        ({"controller": {"strategy": "ppo"}}, "spec.controller.strategy", "'reinforce', 'evolution' or 'random'"),
         ({"controler": {}}, "spec.controler", "Extra inputs"),
         ({"searchSpace": {"macroCNN": {"filterHeights": [3, 4]}}}, "spec.searchSpace.macroCNN.filterHeights", "odd"),
         ({"searchSpace": {"macroCNN": {"numFilters": []}}}, "spec.searchSpace.macroCNN.numFilters", "at least 1"),

@@ -14,12 +14,16 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import torch
 from torch import nn
 
 from kubenas import spec as specs
 from kubenas.spaces import Action, Anchor, Choice, Decision, InvalidActions, Space, check_action
+
+if TYPE_CHECKING:
+    from kubenas.evolution import EvolutionController
 
 
 @dataclass(frozen=True)
@@ -388,6 +392,12 @@ class ReinforceController:
     """REINFORCE: ∇ = (1/m) Σₖ Σₜ ∇log P(aₜ|a₁:ₜ₋₁)(Rₖ − b), b an exponential moving average."""
 
     strategy = "reinforce"
+    # Search hands results over `batchSize` at a time; a failed child scores as failedTrials says.
+    learns_from_failures = True
+
+    @property
+    def results_per_update(self) -> int:
+        return self.config.batch_size
 
     def __init__(self, *, space: Space, config: specs.Controller, seed: int) -> None:
         self.space = space
@@ -495,6 +505,12 @@ class RandomController:
     baseline any search result must beat. Same interface; updates only count."""
 
     strategy = "random"
+    # Search hands results over `batchSize` at a time; a failed child scores as failedTrials says.
+    learns_from_failures = True
+
+    @property
+    def results_per_update(self) -> int:
+        return self.config.batch_size
 
     def __init__(self, *, space: Space, config: specs.Controller, seed: int) -> None:
         self.space = space
@@ -509,13 +525,8 @@ class RandomController:
         actions: list[Action] = []
         log_prob = 0.0
         while True:
-            if isinstance(decision, Choice):
-                options = [i for i in range(decision.num_choices) if decision.allowed is None or decision.allowed[i]]
-                action: Action = options[int(torch.randint(len(options), (1,), generator=self.generator))]
-                log_prob -= math.log(len(options))
-            else:
-                action = [int(b) for b in torch.randint(2, (decision.layer,), generator=self.generator)]
-                log_prob -= decision.layer * math.log(2)
+            action, action_log_prob = random_action(decision, self.generator)
+            log_prob += action_log_prob
             actions.append(action)
             try:
                 decision = program.send(action)
@@ -543,6 +554,14 @@ class RandomController:
         self.generator.set_state(state["generator"])
         self.baseline = state["baseline"]
         self.version = state["version"]
+
+
+def random_action(decision: Decision, generator: torch.Generator) -> tuple[Action, float]:
+    """A uniform draw among a decision's allowed options (anchor bits each ½), and its log-prob."""
+    if isinstance(decision, Choice):
+        options = [i for i in range(decision.num_choices) if decision.allowed is None or decision.allowed[i]]
+        return options[int(torch.randint(len(options), (1,), generator=generator))], -math.log(len(options))
+    return [int(b) for b in torch.randint(2, (decision.layer,), generator=generator)], -decision.layer * math.log(2)
 
 
 def _moving_baseline(current: float | None, rewards: Sequence[float], *, decay: float) -> tuple[float, float]:
@@ -576,11 +595,13 @@ def _check_strategy(state: dict, strategy: str) -> None:
         raise ValueError(f"checkpoint is of a {state.get('strategy')!r} controller, not {strategy!r}")
 
 
-Controller = ReinforceController | RandomController
+Controller = Union[ReinforceController, RandomController, "EvolutionController"]
 
 
 def build_controller(*, space: Space, config: specs.Controller, seed: int) -> Controller:
-    cls = ReinforceController if config.strategy == "reinforce" else RandomController
+    from kubenas.evolution import EvolutionController  # it builds on this module
+
+    cls = {"reinforce": ReinforceController, "random": RandomController, "evolution": EvolutionController}[config.strategy]
     return cls(space=space, config=config, seed=seed)
 
 

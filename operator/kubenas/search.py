@@ -74,7 +74,9 @@ def fingerprint(spec: specs.SearchSpec) -> str:
     maxTrials, parallelism or the trial template, which may change during a search)."""
     relevant = {
         "space": spec.search_space.model_dump(mode="json"),
-        "controller": spec.controller.model_dump(mode="json"),
+        "controller": spec.controller.model_dump(
+            mode="json", exclude=None if spec.controller.strategy == "evolution" else {"evolution"}
+        ),  # the other strategies' checkpoints stay valid across the addition of `evolution`
         "reward": spec.reward.model_dump(mode="json"),
         "seed": spec.seed,
     }
@@ -137,11 +139,12 @@ class Search:
             self._rank(Ranked(index, reward, accuracy, ticket.architecture))
         else:
             self.counters.failed += 1
-            reward = 0.0 if self.spec.controller.failed_trials == "zeroReward" else None
+            zero = self.spec.controller.failed_trials == "zeroReward" and self.controller.learns_from_failures
+            reward = 0.0 if zero else None
         update = None
         if reward is not None:
             self.pending.append(Experience(trial_index=index, actions=ticket.actions, reward=reward))
-            if len(self.pending) >= self.spec.controller.batch_size:
+            if len(self.pending) >= self.controller.results_per_update:
                 update = self.controller.update(self.pending)
                 self.pending = []
                 self.last_update = update

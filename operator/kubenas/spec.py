@@ -148,11 +148,42 @@ class SearchSpace(_Model):
     )
 
 
-class Controller(_Model):
-    """The policy (§3.1-3.2): a 2-layer LSTM trained with REINFORCE, or a random baseline."""
+class Evolution(_Model):
+    """Regularized evolution (Real et al. 2019, AAAI): tournament selection, one-decision
+    mutations, and ageing (the oldest member leaves the population, not the worst)."""
 
-    strategy: Literal["reinforce", "random"] = Field(
-        "reinforce", description="`reinforce`: the paper's controller; `random`: uniform sampling, the baseline."
+    population_size: int = Field(
+        20,
+        ge=2,
+        description="P: members kept (the newest results); the first P children are sampled uniformly at random. "
+        "The paper's P=100 suits budgets of thousands of children; 20 suits 100-500.",
+    )
+    sample_size: int = Field(
+        5,
+        ge=1,
+        description="S: members drawn per tournament; the best of them is mutated into the next child "
+        "(paper: S=25 of P=100; 5 of 20 here, for 100-500 children). 1: a random parent, no selection.",
+    )
+
+    @model_validator(mode="after")
+    def _sample_within_population(self) -> Evolution:
+        if self.sample_size > self.population_size:
+            raise ValueError(f"sampleSize ({self.sample_size}) exceeds populationSize ({self.population_size})")
+        return self
+
+
+class Controller(_Model):
+    """The policy (§3.1-3.2): a 2-layer LSTM trained with REINFORCE, regularized evolution,
+    or a random baseline."""
+
+    strategy: Literal["reinforce", "evolution", "random"] = Field(
+        "reinforce",
+        description="`reinforce`: the paper's controller; `evolution`: regularized evolution (settings in "
+        "`evolution`; each result joins the population at once, failed children never do, so `batchSize` and "
+        "`failedTrials` do not apply); `random`: uniform sampling, the baseline.",
+    )
+    evolution: Evolution = Field(
+        default_factory=Evolution, description="Settings of the `evolution` strategy (unused by the others)."
     )
     lstm_layers: int = Field(2, ge=1, le=8, description="LSTM layers (paper: 2).")
     lstm_size: int = Field(35, ge=1, le=4096, description="Hidden units per LSTM layer (paper: 35).")
