@@ -40,10 +40,12 @@ async def write_checkpoint(client: KubeClient, *, search: dict, data: bytes, pol
         "data": {"policyVersion": str(policy_version), "resultsTold": str(told)},
         "binaryData": {KEY: base64.b64encode(data).decode()},
     }
+    # A patch first: every write after a search's first finds the ConfigMap (ours, or a
+    # stale one of a deleted namesake, which the patch re-owns), so one request, not two,
+    # and the checkpoint's bytes are sent once.
     try:
-        await client.create(names.CONFIGMAPS, namespace=meta["namespace"], body=body)
-    except ApiError as error:
-        if error.status != 409:
-            raise
-        # Exists: ours from an earlier write, or a stale one of a deleted namesake (re-owned).
         await client.patch(names.CONFIGMAPS, namespace=meta["namespace"], name=body["metadata"]["name"], patch=body)
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        await client.create(names.CONFIGMAPS, namespace=meta["namespace"], body=body)
