@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from email.message import Message
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,17 +68,34 @@ class Cluster:
 
     # -- plain HTTPS, as the admin ---------------------------------------------------
 
+    def exchange(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+                 params: dict | None = None) -> tuple[int, Message, str]:
+        """One call as the admin: status, headers and body, refusals included. A 429 (e.g. a
+        new CRD's storage still initialising) is retried as its Retry-After says."""
+        query = "?" + urllib.parse.urlencode(params) if params else ""
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in range(20):
+            request = urllib.request.Request(self.url + path + query, data=data, method=method,
+                                             headers={"Content-Type": content_type, "Accept": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30, context=self.local.ssl_context()) as answer:
+                    code, headers, text = answer.status, answer.headers, answer.read().decode()
+            except urllib.error.HTTPError as error:
+                code, headers, text = error.code, error.headers, error.read().decode()
+            if code != 429 or attempt == 19:
+                return code, headers, text
+            time.sleep(float(headers.get("Retry-After") or 1))
+        raise AssertionError("unreachable")
+
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 params: dict | None = None) -> Any:
-        query = "?" + urllib.parse.urlencode(params) if params else ""
-        for attempt in range(20):
-            try:
-                return self.local.request(method, path + query, body, content_type=content_type)
-            except urllib.error.HTTPError as error:
-                text = error.read().decode()
-                if error.code != 429 or attempt == 19:  # 429: e.g. a new CRD's storage still initialising
-                    raise AssertionError(f"{method} {path}: {error.code} {text}") from None
-                time.sleep(float(error.headers.get("Retry-After") or 1))
+        """The answer's JSON; None for a GET of something absent; AssertionError for a refusal."""
+        code, _, text = self.exchange(method, path, body, content_type=content_type, params=params)
+        if code == 404 and method == "GET":
+            return None
+        if code >= 400:
+            raise AssertionError(f"{method} {path}: {code} {text}")
+        return json.loads(text or "null")
 
     def get(self, path: str, **params: str) -> Any:
         return self.request("GET", path, params=params or None)

@@ -21,10 +21,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -176,19 +172,7 @@ def call(cluster: Cluster, method: str, path: str, body: Any = None, *, content_
          **params: str) -> Answer:
     """One call as the admin that, unlike Cluster.request, returns refusals and warnings
     (a 429, e.g. a new CRD's storage still initialising, is retried)."""
-    query = "?" + urllib.parse.urlencode(params) if params else ""
-    for attempt in range(20):
-        request = urllib.request.Request(cluster.url + path + query, method=method,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Content-Type": content_type, "Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30, context=cluster.local.ssl_context()) as answer:
-                code, headers, text = answer.status, answer.headers, answer.read().decode()
-        except urllib.error.HTTPError as error:
-            code, headers, text = error.code, error.headers, error.read().decode()
-        if code != 429 or attempt == 19:
-            break
-        time.sleep(float(headers.get("Retry-After") or 1))
+    code, headers, text = cluster.exchange(method, path, body, content_type=content_type, params=params or None)
     try:
         content = json.loads(text or "null")
     except json.JSONDecodeError:
