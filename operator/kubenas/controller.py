@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kubenas import spec as specs
+from kubenas.adam import Adam
 from kubenas.spaces import Action, Anchor, Choice, Decision, InvalidActions, Space, check_action
 
 if TYPE_CHECKING:
@@ -410,7 +411,7 @@ class ReinforceController:
             anchors=space.uses_anchors,
             init_range=config.init_range,
         )
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+        self.optimizer = Adam(self.policy.parameters(), lr=config.learning_rate)
         self.generator = torch.Generator().manual_seed(seed)
         self.baseline: float | None = None
         self.version = 0
@@ -601,6 +602,10 @@ Controller = Union[ReinforceController, RandomController, "EvolutionController"]
 def build_controller(*, space: Space, config: specs.Controller, seed: int) -> Controller:
     from kubenas.evolution import EvolutionController  # it builds on this module
 
+    # The policy's ops are tiny (a batch of a few children, 100 units): a second
+    # intra-op thread only spins, and on a busy machine (the children, the plot worker,
+    # another search) OpenMP's spinning makes every op ten to a hundred times slower.
+    torch.set_num_threads(1)
     cls = {"reinforce": ReinforceController, "random": RandomController, "evolution": EvolutionController}[config.strategy]
     return cls(space=space, config=config, seed=seed)
 

@@ -19,7 +19,7 @@ from kubenas import spec as specs
 from kubenas.evaluators import SubprocessEvaluator, TabularEvaluator
 from kubenas.metrics import SearchMetrics
 from kubenas.metrics import serve as serve_metrics
-from kubenas.plot import plot_rewards
+from kubenas.plot import PlotWorker
 from kubenas.progress import Progress
 from kubenas.runs import RunDirectory
 from kubenas.search import Search, Ticket
@@ -77,6 +77,26 @@ async def run_search(
     progress: Progress | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+) -> LocalResult:
+    with PlotWorker() as plotter:  # first: matplotlib's import overlaps the search
+        return await _run_search(
+            manifest, raw, runs_dir=runs_dir, resume=resume, restart=restart, parallelism=parallelism,
+            progress=progress, metrics_port=metrics_port, metrics_host=metrics_host, plotter=plotter,
+        )
+
+
+async def _run_search(
+    manifest: specs.NeuralArchitectureSearch,
+    raw: dict,
+    *,
+    runs_dir: Path,
+    resume: bool,
+    restart: bool,
+    parallelism: int | None,
+    progress: Progress | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    plotter: PlotWorker,
 ) -> LocalResult:
     spec = manifest.spec
     name = manifest.metadata.name
@@ -161,7 +181,7 @@ async def run_search(
                 observe()  # once per pass: after the records and launches of the last one
                 run.save(search)
                 if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
-                    _write_summaries(run, search, name, records=list(recorded.values()))
+                    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter)
                     last_plot = time.monotonic()
                 if stop.is_set():
                     phase, reason = "Interrupted", "Interrupted"
@@ -186,14 +206,16 @@ async def run_search(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    _write_summaries(run, search, name, records=list(recorded.values()))
+    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter)
     if phase in ("Succeeded", "Failed"):
         observed.phase(phase)
     return LocalResult(phase=phase, reason=reason, search=search, run=run)
 
 
-def _write_summaries(run: RunDirectory, search: Search, name: str, *, records: list[dict]) -> None:
+def _write_summaries(
+    run: RunDirectory, search: Search, name: str, *, records: list[dict], plotter: PlotWorker
+) -> None:
     """best.json and reward.png, from the records already in memory (no re-read of trials.jsonl)."""
     run.write_best(search)
     if records:
-        plot_rewards(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)
+        plotter.plot(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)
