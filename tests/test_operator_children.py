@@ -148,3 +148,47 @@ def test_conditions_move_only_on_change():
 
 def test_policy_update_milestones():
     assert [n for n in range(1, 250) if is_milestone(n)] == [1, 2, 5, 10, 20, 50, 100, 200]
+
+
+def _owned(pod, uid, *, controller=True):
+    pod["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "digits-0", "uid": uid, "controller": controller}]
+    return pod
+
+
+def test_only_the_jobs_own_pods_count():
+    """Anyone may create a pod labelled as a child; only the Job's own pods are read."""
+    job = _job("Complete")
+    job["metadata"]["uid"] = "job-uid"
+    forged = _owned(_pod("forged", exit_code=0, message=GOOD), "other-uid")
+    unowned = _pod("unowned", exit_code=0, message=GOOD)
+    not_controller = _owned(_pod("adopted", exit_code=0, message=GOOD), "job-uid", controller=False)
+    real = _owned(_pod("real", exit_code=3, message="crashed"), "job-uid")
+    assert results.pods_of(job, [forged, unowned, not_controller, real]) == [real]
+
+
+def _driver_with_child(index):
+    from kubenas.operator.driver import SearchDriver
+
+    driver = SearchDriver(client=None, body={"metadata": {**SEARCH["metadata"], "generation": 1}}, logger=None)
+    driver.search = Search(specs.parse_manifest(manifest({"maxTrials": 4})).spec)
+    while driver.search.next_index <= index:
+        driver.search.ask()
+    return driver
+
+
+def test_watched_pods_stand_in_for_a_list_only_once_every_finished_pod_arrived():
+    driver = _driver_with_child(1)
+    job = _job("Complete")
+    job["metadata"]["uid"] = "job-uid"
+    job["status"].update(failed=1, succeeded=1)  # a retry: two pods ended
+    first = _owned(_pod("digits-1-a", exit_code=1, message="oops"), "job-uid")
+    second = _owned(_pod("digits-1-b", exit_code=0, message=GOOD, finished="2026-01-01T00:01:00Z"), "job-uid")
+    assert driver._watched_pods(1, job) is None  # nothing seen yet: list
+    driver.deliver_pod(1, first)
+    assert driver._watched_pods(1, job) is None  # one of two: the Job event came first, list
+    driver.deliver_pod(1, second)
+    pods = driver._watched_pods(1, job)
+    assert [p["metadata"]["name"] for p in pods] == ["digits-1-a", "digits-1-b"]
+    assert results.job_result(job, pods)[0]["validationAccuracy"] == [0.5, 0.9]
+    driver.deliver_pod(7, second)  # not a child in flight: ignored
+    assert 7 not in driver.pods

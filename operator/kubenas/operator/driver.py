@@ -114,6 +114,9 @@ class SearchDriver:
         self.seen_generation: int | None = None
         self.last_checkpoint: str | None = None
         self.trial_uids: dict[int, str] = {}  # children in flight, for their Events
+        # The pods of children in flight, from the pod watch (index -> pod name -> the
+        # fields a result needs), so a finished Job costs no list request.
+        self.pods: dict[int, dict[str, dict]] = {}
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
 
     # -- identity --------------------------------------------------------------------
@@ -228,6 +231,26 @@ class SearchDriver:
         self.events.put_nowait(event)
         self.wake.set()
 
+    def deliver_pod(self, index: int, pod: dict) -> None:
+        """A child's pod as the watch last saw it (kept after its deletion: the result is in it)."""
+        if self.search is None or index not in self.search.in_flight:
+            return
+        metadata = pod["metadata"]
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        self.pods.setdefault(index, {})[metadata["name"]] = {
+            "metadata": {"name": metadata["name"], "ownerReferences": metadata.get("ownerReferences") or []},
+            "status": {"containerStatuses": statuses},
+        }
+
+    def _watched_pods(self, index: int, job: dict) -> list[dict] | None:
+        """The finished Job's pods from the watch, if it has delivered every pod the Job
+        counts as finished (watches of Jobs and of pods are not ordered with each other)."""
+        pods = results.pods_of(job, self.pods.get(index, {}).values())
+        status = job.get("status") or {}
+        finished = int(status.get("succeeded") or 0) + int(status.get("failed") or 0)
+        terminated = sum(results.terminated_state(pod) is not None for pod in pods)
+        return pods if finished and terminated >= finished else None
+
     async def _wait(self) -> None:
         """Until an event, a spec change, or the status or idle interval."""
         if self.events.empty():
@@ -324,8 +347,10 @@ class SearchDriver:
         if event.deleted:
             await self._record(index, failure("JobDeleted", "the child's Job was deleted before it finished"))
         elif results.job_finished(event.job):
-            pods = await self.client.list(names.PODS, namespace=self.namespace,
-                                          label_selector=f"job-name={event.job['metadata']['name']}")
+            pods = self._watched_pods(index, event.job)
+            if pods is None:
+                pods = results.pods_of(event.job, await self.client.list(
+                    names.PODS, namespace=self.namespace, label_selector=f"job-name={event.job['metadata']['name']}"))
             result, exit_code = results.job_result(event.job, pods)
             await self._record(index, result, exit_code=exit_code, times=results.child_times(event.job, pods))
         elif results.job_started(event.job) and index not in self.marked_running:
@@ -350,6 +375,7 @@ class SearchDriver:
             "completionTime": now(),
         })
         self.marked_running.discard(index)
+        self.pods.pop(index, None)
         trial_uid = self.trial_uids.pop(index, None)
         outcome = await off_loop(self.search.tell, index, result)
         self.dirty = True

@@ -1,5 +1,5 @@
-"""kopf registrations: a daemon per search hosts its driver; Job events are routed to
-the driver of the search that owns the Job. Handlers are thin: the driver decides."""
+"""kopf registrations: a daemon per search hosts its driver; Job and pod events are
+routed to the driver of the search that owns them. Handlers are thin: the driver decides."""
 
 from __future__ import annotations
 
@@ -105,7 +105,17 @@ def wake_search(body: kopf.Body, **_: object) -> None:
 def route_job(event: kopf.RawEvent, body: kopf.Body, **_: object) -> None:
     labels = body.metadata.labels
     driver = STATE.drivers.get((body.metadata.namespace, labels[names.LABEL_SEARCH]))
-    if driver is None:
+    if driver is None or not labels.get(names.LABEL_TRIAL_INDEX, "").isdigit():
         return  # no driver yet: its start lists the search's Jobs itself
     index = int(labels[names.LABEL_TRIAL_INDEX])
     driver.deliver(JobEvent(index, dict(body), deleted=event.get("type") == "DELETED"))
+
+
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY,
+                                        names.LABEL_SEARCH: kopf.PRESENT, names.LABEL_TRIAL_INDEX: kopf.PRESENT})
+def route_pod(body: kopf.Body, **_: object) -> None:
+    """A child's pod: its termination message is the child's result (no list per child)."""
+    labels = body.metadata.labels
+    driver = STATE.drivers.get((body.metadata.namespace, labels[names.LABEL_SEARCH]))
+    if driver is not None and labels[names.LABEL_TRIAL_INDEX].isdigit():
+        driver.deliver_pod(int(labels[names.LABEL_TRIAL_INDEX]), dict(body))

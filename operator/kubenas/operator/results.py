@@ -8,6 +8,7 @@ trainer's documents are smaller). No sidecar: the pod status is the only channel
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 
 from kubenas.evaluators import judge_output
 from kubenas.search import failure
@@ -27,6 +28,14 @@ def job_finished(job: dict) -> bool:
 def job_started(job: dict) -> bool:
     status = job.get("status") or {}
     return bool(status.get("active") or status.get("startTime"))
+
+
+def pods_of(job: dict, pods: Iterable[dict]) -> list[dict]:
+    """The pods the Job itself made (its controller reference): anyone may create a pod
+    carrying a child's labels, but not one owned by the operator's Job."""
+    uid = job["metadata"].get("uid")
+    return [pod for pod in pods if any(ref.get("uid") == uid and ref.get("controller")
+                                       for ref in pod["metadata"].get("ownerReferences") or [])]
 
 
 def terminated_state(pod: dict) -> dict | None:
