@@ -10,19 +10,24 @@ Prints, for one `kubenas operator` process authenticated as its ServiceAccount:
   result at once ("instant pods"), through the real Job controller, scheduler and kubelet;
 and for each: children per second, API requests per child from the API server's own
 `apiserver_request_total` (all clients), the operator's share by verb and resource from
-the audit log, the operator's CPU per child, its event-loop lag and its peak memory.
+the audit log, the operator's CPU per child, its event-loop lag and its peak memory; then
+the same children made by a bare client (`bare_client.py`: only the writes a child needs,
+same credentials and children in flight) on the same control plane, and the ratio of the
+two times.
 
 Everything shares this machine's 2 cores (etcd, the API server, the controllers, the
 kubelet, the operator and every child), so the figures are a floor for a real cluster.
 
     python benchmarks/operator_scale.py [--table-trials 12800] [--parallelism 800]
-                                        [--job-trials 300] [--job-parallelism 100] [--controller-qps N]
+                                        [--job-trials 2000] [--job-parallelism 800] [--controller-qps N]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import subprocess
 import itertools
 import sys
 import tempfile
@@ -32,8 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from bare_client import run_bare  # noqa: E402
 
 from kubenas.localcluster import NodeOptions  # noqa: E402
 from kubenas_trainer.architecture import NB201_OPERATIONS, cell_string  # noqa: E402
@@ -114,7 +122,31 @@ def quantile(buckets: dict[float, float], q: float) -> float:
     return next(bound for bound, count in sorted(buckets.items()) if count >= q * total)
 
 
-def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, timeout: float) -> None:
+def torch_floor_mib() -> float:
+    """Peak memory of a Python that only imports torch: this machine's PyTorch build
+    (PyPI's, with CUDA) costs the operator this much before it does anything."""
+    out = subprocess.run([sys.executable, "-c", "import torch, pathlib; print(next(l.split()[1] for l in "
+                          "pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM:')))"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out) / 1024
+
+
+def run_bare_and_compare(cluster: Cluster, operator: OperatorProcess, document: dict, *, seconds: float) -> None:
+    """The same children by a bare client, on the same control plane, right after."""
+    spec = document["spec"]
+    name = "bare-" + document["metadata"]["name"]
+    before = request_totals(cluster)
+    bare = asyncio.run(run_bare(kubeconfig=operator.kubeconfig, namespace=NAMESPACE, name=name, search=document,
+                                count=spec["maxTrials"], parallelism=spec["parallelism"]))
+    everyone = request_totals(cluster) - before
+    children = spec["maxTrials"]
+    print(f"  bare client (only the writes a child needs, {spec['parallelism']} in flight): {bare:.1f} s = "
+          f"{children / bare:,.1f} children/s; {sum(everyone.values()) / children:.2f} API requests per child, "
+          f"every client")
+    print(f"  ratio, operator time / bare client time: {seconds / bare:.2f}")
+
+
+def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, timeout: float) -> float:
     name = document["metadata"]["name"]
     path = f"{NAS.format(ns=NAMESPACE)}/{name}"
     before, audit_mark = request_totals(cluster), len(cluster.audit_events())
@@ -146,6 +178,7 @@ def run_search(cluster: Cluster, operator: OperatorProcess, document: dict, *, t
     print(f"  the operator's own requests per child (audit log): {sum(mine.values()) / children:.2f}")
     for (verb, resource), count in mine.most_common(12):
         print(f"    {verb:>7} {resource:<40} {count / children:6.2f}")
+    return seconds
 
 
 def _answers(url: str) -> bool:
@@ -165,8 +198,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--table-trials", type=int, default=12800)
     parser.add_argument("--parallelism", type=int, default=800)
-    parser.add_argument("--job-trials", type=int, default=300)
-    parser.add_argument("--job-parallelism", type=int, default=100)
+    parser.add_argument("--job-trials", type=int, default=2000)
+    parser.add_argument("--job-parallelism", type=int, default=800)
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare client's runs")
     parser.add_argument("--controller-qps", type=int, default=None,
                         help="kube-controller-manager's --kube-api-qps (burst: twice it); Kubernetes' default is 20, "
                              "which bounds the Job controller's requests (about 6 per child)")
@@ -174,7 +208,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kubenas-scale-") as scratch:
         workdir = Path(scratch)
         started = time.monotonic()
-        node = NodeOptions(cpu="2000", memory="1Ti", pods=max(250, args.job_parallelism + 50))
+        node = NodeOptions(cpu="2000", memory="1Ti", pods=max(250, 2 * args.job_trials + 100))  # finished pods stay until GC
         qps = [f"--kube-api-qps={args.controller_qps}", f"--kube-api-burst={2 * args.controller_qps}"] \
             if args.controller_qps else []
         cluster = Cluster(workdir=workdir / "cluster", node=node, controller_manager_args=qps).start()
@@ -193,12 +227,18 @@ def main() -> None:
                                         parallelism=args.parallelism, controller={"batchSize": 8, "learningRate": 0.01})
                 table["spec"]["searchSpace"] = {"type": "NB201Cell"}
                 table["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": str(write_table(workdir / "t.csv"))}}
-                run_search(cluster, operator, table, timeout=3600)
+                seconds = run_search(cluster, operator, table, timeout=3600)
+                if not args.no_bare:
+                    run_bare_and_compare(cluster, operator, table, seconds=seconds)
             if args.job_trials:
                 jobs = search_manifest("jobs", namespace=NAMESPACE, maxTrials=args.job_trials,
                                        parallelism=args.job_parallelism, controller={"batchSize": 8})
-                run_search(cluster, operator, jobs, timeout=3600)
-            print(f"operator peak memory (VmHWM): {peak_rss_mib(operator.process.pid):.0f} MiB")
+                seconds = run_search(cluster, operator, jobs, timeout=3600)
+                if not args.no_bare:
+                    run_bare_and_compare(cluster, operator, jobs, seconds=seconds)
+            peak, floor = peak_rss_mib(operator.process.pid), torch_floor_mib()
+            print(f"operator peak memory (VmHWM): {peak:.0f} MiB; `import torch` alone: {floor:.0f} MiB; "
+                  f"the operator above that: {peak - floor:.0f} MiB")
         finally:
             operator.stop()
             cluster.stop()

@@ -57,6 +57,9 @@ class DriverSettings:
     status_interval: float = 1.0  # at most one status write per interval (plus transitions)
     idle_wake: float = 5.0  # re-check the live spec this often even without events
     trainer_defaults: TrainerDefaults | None = None  # --trainer-defaults: what children's pods leave unset
+    # Children created at once in a burst (their API writes overlap; the client keeps 32
+    # connections). Asks happen between bursts, so no child of a policy precedes its checkpoint.
+    create_concurrency: int = 32
 
 
 def is_milestone(update: int) -> bool:
@@ -117,6 +120,7 @@ class SearchDriver:
         # The pods of children in flight, from the pod watch (index -> pod name -> the
         # fields a result needs), so a finished Job costs no list request.
         self.pods: dict[int, dict[str, dict]] = {}
+        self.checkpoint_lock = asyncio.Lock()  # concurrent children's updates: one write at a time, newest last
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
 
     # -- identity --------------------------------------------------------------------
@@ -207,8 +211,8 @@ class SearchDriver:
             ticket = search.in_flight[index]
             if index in jobs:
                 self.events.put_nowait(JobEvent(index, jobs[index], deleted=False))
-            else:
-                await self._create_child(ticket, trial=recorded.get(index))
+            elif (result := await self._create_child(ticket, trial=recorded.get(index))) is not None:
+                await self._tell([(index, result, (None, None))])
 
     async def _step(self) -> None:
         self._refresh_spec()
@@ -217,10 +221,30 @@ class SearchDriver:
         while (decision[0] == "Running" and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
             await self._publish(*decision)  # at most once a second: a long burst shows progress
-            await self._create_child(await off_loop(self.search.ask))
+            room = min(self.spec.parallelism - len(self.search.in_flight), self.settings.create_concurrency)
+            await self._create_children(await off_loop(self._ask, room))
             await self._drain()  # results keep flowing while hundreds are created
             decision = self._decide()  # a failure among them may end the burst (maxFailedTrials)
         await self._publish(*decision)
+
+    async def _create_children(self, tickets: list[Ticket]) -> None:
+        """A burst of children, their API writes overlapping. Table children's verdicts
+        are told afterwards in index order, as a restart's replay tells them, so the
+        policy does not depend on which write the API server answered first; a policy
+        update among them is checkpointed before the next asks."""
+        outcomes = await asyncio.gather(*(self._create_child(t) for t in tickets), return_exceptions=True)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        verdicts = [(t.index, outcome, (None, None)) for t, outcome in zip(tickets, outcomes) if isinstance(outcome, dict)]
+        await self._tell(verdicts)
+        if errors:
+            raise errors[0]
+
+    def _ask(self, count: int) -> list[Ticket]:
+        """Up to `count` children from the engine (on its thread)."""
+        tickets = []
+        while len(tickets) < count and (ticket := self.search.ask()) is not None:
+            tickets.append(ticket)
+        return tickets
 
     async def _drain(self) -> None:
         while not self.events.empty():
@@ -313,7 +337,9 @@ class SearchDriver:
 
     # -- children --------------------------------------------------------------------
 
-    async def _create_child(self, ticket: Ticket, *, trial: dict | None = None) -> None:
+    async def _create_child(self, ticket: Ticket, *, trial: dict | None = None) -> dict | None:
+        """Create the child's NASTrial and Job. A table child is looked up and its verdict
+        recorded at once: that result is returned, for the caller to tell."""
         if trial is None:
             body = children.trial_object(search=self.owner(), ticket=ticket)
             try:
@@ -328,8 +354,9 @@ class SearchDriver:
             self.metrics.created()
         self.trial_uids[ticket.index] = trial["metadata"]["uid"]
         if self.evaluate_table is not None:  # Tabular children are table lookups: no Job
-            await self._record(ticket.index, await self.evaluate_table(ticket))
-            return
+            result = await self.evaluate_table(ticket)
+            await self._record_verdict(ticket.index, result)
+            return result  # told by the caller, in index order
         await self._patch_trial(ticket.index, {"phase": "Pending", "job": trial["metadata"]["name"]})
         job = children.job_object(trial=trial, ticket=ticket, spec=self.spec.trial,
                                   defaults=self.settings.trainer_defaults)
@@ -362,6 +389,11 @@ class SearchDriver:
                       times: tuple[float | None, float | None] = (None, None)) -> None:
         """Record a child's verdict in its NASTrial (durable) and then tell the engine.
         `times`: the child's (start, end), unix seconds, where its pod tells them."""
+        await self._record_verdict(index, result, exit_code=exit_code)
+        await self._tell([(index, result, times)])
+
+    async def _record_verdict(self, index: int, result: dict, *, exit_code: int | None = None) -> None:
+        """The durable half: the child's verdict in its NASTrial's status."""
         reward, accuracy, reason = self.search.judge(result)
         succeeded = reason is None
         await self._patch_trial(index, {
@@ -374,30 +406,38 @@ class SearchDriver:
             "result": result,
             "completionTime": now(),
         })
-        self.marked_running.discard(index)
-        self.pods.pop(index, None)
-        trial_uid = self.trial_uids.pop(index, None)
-        outcome = await off_loop(self.search.tell, index, result)
-        self.dirty = True
-        if outcome is None:
-            return
-        start, end = times
-        self.metrics.finished(reason=reason, reward=reward if succeeded else None,
-                              duration=end - start if start is not None and end is not None else None,
-                              delay=time.time() - end if end is not None else None)
-        if not succeeded:
-            self.logger.warning(f"child {index} failed: {reason}: {result.get('message', '')}")
-            self._event(reason, f"child {index} failed: {result.get('message', '')}"[:1024], warning=True,
-                        target=self._trial_ref(index, trial_uid))
-        if outcome.update is not None:
-            await self._checkpoint()  # before any child of the new policy exists
-            update = outcome.update
-            self.metrics.policy_updated(update)
-            if is_milestone(update.version):
-                best = self.search.best
-                self._event("PolicyUpdated", f"policy update {update.version}: mean reward {update.mean_reward:.4f}, "
-                            f"baseline {update.baseline:.4f}, entropy {update.entropy:.3f}"
-                            + (f"; best so far {best.reward:.4f} ({summarize(best.architecture)})" if best else ""))
+
+    async def _tell(self, verdicts: list[tuple[int, dict, tuple[float | None, float | None]]]) -> None:
+        """Tell the engine recorded verdicts, in this order; if the policy changed, write
+        the checkpoint before returning (so before any child of the new policy exists)."""
+        updated = False
+        for index, result, (start, end) in verdicts:
+            self.marked_running.discard(index)
+            self.pods.pop(index, None)
+            trial_uid = self.trial_uids.pop(index, None)
+            outcome = await off_loop(self.search.tell, index, result)
+            self.dirty = True
+            if outcome is None:
+                continue
+            reason = outcome.reason
+            self.metrics.finished(reason=reason, reward=outcome.reward if outcome.succeeded else None,
+                                  duration=end - start if start is not None and end is not None else None,
+                                  delay=time.time() - end if end is not None else None)
+            if not outcome.succeeded:
+                self.logger.warning(f"child {index} failed: {reason}: {result.get('message', '')}")
+                self._event(reason, f"child {index} failed: {result.get('message', '')}"[:1024], warning=True,
+                            target=self._trial_ref(index, trial_uid))
+            if outcome.update is not None:
+                updated = True
+                update = outcome.update
+                self.metrics.policy_updated(update)
+                if is_milestone(update.version):
+                    best = self.search.best
+                    self._event("PolicyUpdated", f"policy update {update.version}: mean reward "
+                                f"{update.mean_reward:.4f}, baseline {update.baseline:.4f}, entropy {update.entropy:.3f}"
+                                + (f"; best so far {best.reward:.4f} ({summarize(best.architecture)})" if best else ""))
+        if updated:
+            await self._checkpoint()
 
     async def _patch_trial(self, index: int, status: dict) -> None:
         try:
@@ -410,9 +450,10 @@ class SearchDriver:
 
     async def _checkpoint(self) -> None:
         search = self.search
-        await write_checkpoint(self.client, search=self.owner(), data=await off_loop(search.to_bytes),
-                               policy_version=search.controller.version,
-                               told=search.counters.succeeded + search.counters.failed)
+        async with self.checkpoint_lock:  # the state is read inside: a later write never carries an older one
+            data, version, told = await off_loop(lambda: (search.to_bytes(), search.controller.version,
+                                                          search.counters.succeeded + search.counters.failed))
+            await write_checkpoint(self.client, search=self.owner(), data=data, policy_version=version, told=told)
         self.last_checkpoint = now()
 
     # -- status and Events -----------------------------------------------------------
