@@ -192,3 +192,18 @@ def test_watched_pods_stand_in_for_a_list_only_once_every_finished_pod_arrived()
     assert results.job_result(job, pods)[0]["validationAccuracy"] == [0.5, 0.9]
     driver.deliver_pod(7, second)  # not a child in flight: ignored
     assert 7 not in driver.pods
+
+
+@pytest.mark.parametrize("strategy, words", [
+    ("reinforce", ["REINFORCE", "a policy update every 2 results"]),
+    ("evolution", ["regularized evolution", "population 20", "tournaments of 5"]),
+    ("random", ["random search"]),
+])
+def test_started_event_speaks_of_the_strategy_it_runs(strategy, words):
+    from kubenas.operator.driver import started_message
+
+    doc = manifest({"maxTrials": 4, "controller": {"strategy": strategy, "batchSize": 2}})
+    message = started_message(specs.parse_manifest(doc).spec)
+    assert all(word in message for word in words), message
+    assert "4 children" in message
+    assert ("policy update" in message) == (strategy == "reinforce")

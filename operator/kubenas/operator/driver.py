@@ -69,6 +69,20 @@ def is_milestone(update: int) -> bool:
     return update in tuple(m * scale for m in MILESTONES)
 
 
+def started_message(spec: specs.SearchSpec) -> str:
+    """The Started Event: what the strategy will do, in its own terms."""
+    controller = spec.controller
+    children = f"{spec.max_trials} children, {spec.parallelism} at a time"
+    if controller.strategy == "evolution":
+        evolution = controller.evolution
+        return (f"regularized evolution from seed {spec.seed}: {children}; population {evolution.population_size}, "
+                f"tournaments of {evolution.sample_size}, each result joins the population")
+    if controller.strategy == "random":
+        return f"random search from seed {spec.seed}: {children}"
+    return (f"REINFORCE controller initialised from seed {spec.seed}: {children}, a policy update every "
+            f"{controller.batch_size} results")
+
+
 def parse_spec(body: Any) -> specs.SearchSpec:
     """The live object's spec, validated by the same models as local mode."""
     document = {
@@ -165,8 +179,7 @@ class SearchDriver:
             search = await off_loop(Search, spec)
             self.search, self.spec = search, spec
             await self._checkpoint()
-            self._event("Started", f"controller initialised from seed {spec.seed}: {spec.max_trials} children, "
-                                   f"{spec.parallelism} at a time, a policy update every {spec.controller.batch_size}")
+            self._event("Started", started_message(spec))
         else:
             try:
                 search = await off_loop(Search.restore, spec, data)
