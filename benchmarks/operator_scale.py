@@ -218,7 +218,8 @@ def main() -> None:
         cluster.namespace(NAMESPACE)
         port = free_port()
         operator = OperatorProcess(cluster=cluster, namespace=NAMESPACE, log=workdir / "operator.log",
-                                   args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1"]).start()
+                                   args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1",
+                                         "--tabular-dir", str(workdir)]).start()
         operator.metrics_url = f"http://127.0.0.1:{port}/metrics"
         wait_for(lambda: _answers(operator.metrics_url), timeout=60, what="the operator's metrics", operator=operator)
         try:
@@ -226,7 +227,7 @@ def main() -> None:
                 table = search_manifest("table", namespace=NAMESPACE, maxTrials=args.table_trials,
                                         parallelism=args.parallelism, controller={"batchSize": 8, "learningRate": 0.01})
                 table["spec"]["searchSpace"] = {"type": "NB201Cell"}
-                table["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": str(write_table(workdir / "t.csv"))}}
+                table["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": write_table(workdir / "t.csv").name}}
                 seconds = run_search(cluster, operator, table, timeout=3600)
                 if not args.no_bare:
                     run_bare_and_compare(cluster, operator, table, seconds=seconds)

@@ -82,6 +82,7 @@ TEMPLATES: dict[str, tuple[str, str, dict]] = {
     "default": ("kubenas", NS, {}),
     "no-keep": ("kubenas", NS, {"crds": {"keep": False}}),
     "rules": ("kubenas", NS, {"prometheusRule": {"enabled": True}}),
+    "tables": ("kubenas", NS, {"tables": {"volume": {"persistentVolumeClaim": {"claimName": "nas-tables"}}}}),
 }
 # Values the schema refuses: label -> (values, where the error points, as a JSON pointer).
 BAD_VALUES: dict[str, tuple[dict, str]] = {
@@ -92,6 +93,7 @@ BAD_VALUES: dict[str, tuple[dict, str]] = {
     "bad-duration": ({"prometheusRule": {"enabled": True, "operatorDownFor": "5 minutes"}},
                      "'/prometheusRule/operatorDownFor'"),
     "bad-pull-policy": ({"trainer": {"image": {"pullPolicy": "Sometimes"}}}, "'/trainer/image/pullPolicy'"),
+    "relative-tables-path": ({"tables": {"mountPath": "tables"}}, "'/tables/mountPath'"),
 }
 
 # What the operator calls, per (apiGroup, resource): verbs — the raw manifests' list, which
@@ -452,6 +454,17 @@ def test_default_deployment_runs_the_operator_as_shared_md_says(templates):
     service = one(docs, "Service", OPERATOR)
     assert service["spec"]["selector"] == selector
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_tables_volume_is_mounted_read_only_and_named_to_the_operator(templates):
+    """No table directory by default (built-in tables only); a volume becomes --tabular-dir."""
+    default = one(templates["default"], "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    assert "--tabular-dir" not in default["containers"][0]["args"]
+    pod = one(templates["tables"], "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][-2:] == ["--tabular-dir", "/var/lib/kubenas/tables"]
+    assert {"name": "tables", "mountPath": "/var/lib/kubenas/tables", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "tables", "persistentVolumeClaim": {"claimName": "nas-tables"}} in pod["volumes"]
 
 
 def test_notes_say_what_is_watched(main):

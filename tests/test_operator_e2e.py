@@ -37,10 +37,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
+def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator's --tabular-dir: the only place its Tabular searches read CSV files."""
+    return tmp_path_factory.mktemp("tables")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tables: Path, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     process = OperatorProcess(cluster=cluster, namespace=NS, log=tmp_path_factory.mktemp("operator") / "log",
-                              args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1"]).start()
+                              args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1",
+                                    "--tabular-dir", str(tables)]).start()
     process.metrics_url = f"http://127.0.0.1:{port}/metrics"
     yield process
     process.stop()
@@ -384,19 +391,19 @@ def test_a_deleted_job_fails_its_child_and_the_search_goes_on(cluster, operator)
     assert found["status"]["trials"]["failed"] == 1
 
 
-def test_tabular_children_need_no_jobs(cluster, operator, tmp_path: Path):
+def test_tabular_children_need_no_jobs(cluster, operator, tables: Path):
     import itertools
 
     from kubenas_trainer.architecture import NB201_OPERATIONS, cell_string
 
-    table = tmp_path / "table.csv"
+    table = tables / "table.csv"
     rows = ["cellstr,cifar10-val"] + [
         f"{cell_string(edges)},{50 + 10 * edges.count('nor_conv_3x3'):.1f}"
         for edges in itertools.product(NB201_OPERATIONS, repeat=6)]
     table.write_text("\n".join(rows) + "\n")
     document = search_manifest("table", namespace=NS, maxTrials=40, parallelism=8)
     document["spec"]["searchSpace"] = {"type": "NB201Cell"}
-    document["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": str(table)}}
+    document["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": "table.csv"}}  # relative to --tabular-dir
     apply(cluster, document)
     found = wait_phase(cluster, "table", "Succeeded", operator=operator)
     assert found["status"]["trials"]["succeeded"] == 40
@@ -404,6 +411,39 @@ def test_tabular_children_need_no_jobs(cluster, operator, tmp_path: Path):
     assert not cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=table")
     best = max(trials(cluster, "table"), key=lambda t: t["status"]["reward"])
     assert found["status"]["best"]["index"] == best["spec"]["index"]
+
+
+SECRET = "SECRET-TOKEN-abc123xyz"
+
+
+def test_a_search_cannot_make_the_operator_read_files_for_it(cluster, operator, tables: Path, tmp_path: Path):
+    """The confused deputy: a Tabular path naming the operator's token (here a stand-in
+    holding one line), /etc/passwd, a `..` way out of --tabular-dir and a symlink out of
+    it. Each search fails InvalidSpec, and no status, Event or log line quotes the file."""
+    token = tmp_path / "fake-token"
+    token.write_text(SECRET + "\n")
+    (tables / "escape.csv").symlink_to(token)
+    attempts = {"steal-token": str(token), "steal-passwd": "/etc/passwd",
+                "steal-dotdot": "../" * len(tables.parts) + str(token.relative_to(token.anchor)),
+                "steal-symlink": "escape.csv"}
+    for name, path in attempts.items():
+        document = search_manifest(name, namespace=NS, maxTrials=4)
+        document["spec"]["searchSpace"] = {"type": "NB201Cell"}
+        document["spec"]["trial"] = {"kind": "Tabular", "tabular": {"path": path}}
+        apply(cluster, document)
+    for name in attempts:
+        found = wait_phase(cluster, name, "Failed", operator=operator)
+        assert found["status"]["reason"] == "InvalidSpec", found["status"]
+        assert "outside the operator's table directory" in found["status"]["message"], found["status"]["message"]
+        assert not trials(cluster, name)
+        shown = cluster.kubectl("get", "nas", name, "-n", NS, "-o", "yaml").stdout
+        events = cluster.kubectl("get", "events", "-n", NS, "--field-selector", f"involvedObject.name={name}",
+                                 "-o", "yaml").stdout
+        for text in (shown, events):
+            assert SECRET not in text and "root:x:0:0" not in text
+    assert SECRET not in operator.log.read_text() and "root:x:0:0" not in operator.log.read_text()
+    for name in attempts:
+        cluster.kubectl("delete", "nas", name, "-n", NS, "--wait=false")
 
 
 def test_a_child_past_its_deadline_fails_with_deadline_exceeded(cluster, operator):

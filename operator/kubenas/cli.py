@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument("--trainer-defaults", metavar="FILE",
                           help="YAML defaults for children's pods (image, resources, tolerations, …) that a search's "
                                "trial.template leaves unset")
+    operator.add_argument("--tabular-dir", metavar="DIR", type=Path,
+                          help="Tabular searches may read CSV tables under DIR (paths relative to it; nothing outside "
+                               "it, symlinks included). Default: none, only the built-in tables")
     operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     from kubenas.localcluster import devcluster
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return run(kubeconfig=args.kubeconfig, context=args.context, namespaces=args.namespace,
                            verbose=args.verbose, liveness=args.liveness, metrics_port=args.metrics_port,
-                           metrics_host=args.metrics_host, trainer_defaults=args.trainer_defaults)
+                           metrics_host=args.metrics_host, trainer_defaults=args.trainer_defaults,
+                           tabular_dir=args.tabular_dir)
             except TrainerDefaultsError as error:
                 print(f"kubenas: --trainer-defaults {error}", file=sys.stderr)
                 return EXIT_USAGE

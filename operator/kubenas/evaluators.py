@@ -152,11 +152,36 @@ def builtin_table(name: str) -> importlib.resources.abc.Traversable:
     return importlib.resources.files("kubenas") / "data" / specs.BUILTIN_TABLES[name]
 
 
-def read_table(path: str, metric: str) -> dict[str, float]:
+def confined_table_path(path: str, *, directory: Path | None) -> Path:
+    """Where the operator may read the table `path` (not a built-in one): only under the
+    directory its administrator named (`--tabular-dir`), symlinks and `..` resolved
+    first. Whoever writes a search must not make the operator read its own files (its
+    service-account token) for them."""
+    if directory is None:
+        known = ", ".join(specs.BUILTIN_PREFIX + name for name in specs.BUILTIN_TABLES)
+        raise specs.SpecError(
+            f"spec.trial.tabular.path: this operator reads only the built-in tables ({known}); its "
+            "administrator can allow CSV tables under one directory with `kubenas operator --tabular-dir`"
+        )
+    root = Path(os.path.realpath(directory))
+    resolved = Path(os.path.realpath(root / path))  # an absolute `path` replaces `root` here
+    if not resolved.is_relative_to(root):
+        raise specs.SpecError(f"spec.trial.tabular.path: {path!r} is outside the operator's table directory")
+    return resolved
+
+
+def read_table(path: str, metric: str, *, directory: Path | None = None, confined: bool = False) -> dict[str, float]:
     """cell string -> accuracy (a fraction) from `path`: `builtin:NAME` (a gzipped CSV
-    shipped in the package) or a CSV file (relative: from the working directory)."""
+    shipped in the package) or a CSV file (relative: from the working directory, or when
+    `confined`, from `directory`, outside which nothing is read). No message quotes what
+    the file holds: a wrong file's first line may be a secret."""
     builtin = path.startswith(specs.BUILTIN_PREFIX)
-    where = path if builtin else Path(path)
+    if builtin:
+        where: object = path
+    elif confined:
+        where = confined_table_path(path, directory=directory)
+    else:
+        where = Path(path)
     try:
         with contextlib.ExitStack() as stack:
             if builtin:
@@ -165,26 +190,34 @@ def read_table(path: str, metric: str) -> dict[str, float]:
             else:
                 handle = stack.enter_context(where.open(newline=""))
             rows = csv.DictReader(handle)
-            if rows.fieldnames is None or "cellstr" not in rows.fieldnames or metric not in rows.fieldnames:
+            fields = rows.fieldnames
+            if fields is None or "cellstr" not in fields or metric not in fields:
+                columns = len(fields or [])
                 raise specs.SpecError(
-                    f"spec.trial.tabular: {where} needs columns 'cellstr' and {metric!r}; it has {rows.fieldnames}"
+                    f"spec.trial.tabular: {path} is not a table of cells: its first line must name the columns "
+                    f"'cellstr' and {metric!r} (it has {columns} column{'s' if columns != 1 else ''})"
                 )
-            return {row["cellstr"]: float(row[metric]) / 100.0 for row in rows}
-    except OSError as error:
+            try:
+                return {row["cellstr"]: float(row[metric]) / 100.0 for row in rows}
+            except (TypeError, ValueError):
+                raise specs.SpecError(
+                    f"spec.trial.tabular: {path}, line {rows.line_num}: {metric!r} is not a number"
+                ) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
         if builtin:  # a broken install: the package data is missing
-            raise specs.SpecError(f"spec.trial.tabular.path: cannot read the built-in table {path} ({error})") from None
-        raise specs.SpecError(
-            f"spec.trial.tabular.path: cannot read {where} ({error.strerror}); relative paths start "
-            f"from the working directory {Path.cwd()}"
-        ) from None
+            raise specs.SpecError(f"spec.trial.tabular.path: cannot read the built-in table {path}") from None
+        why = error.strerror if isinstance(error, OSError) and error.strerror else "not a UTF-8 CSV file"
+        hint = "" if confined else f"; relative paths start from the working directory {Path.cwd()}"
+        raise specs.SpecError(f"spec.trial.tabular.path: cannot read {path} ({why}){hint}") from None
 
 
 class TabularEvaluator:
     """Scores NB201 cells from a CSV (a `cellstr` column and the metric in percent), in
     process: a result document with one 'epoch' whose accuracy is the table's."""
 
-    def __init__(self, tabular: specs.Tabular) -> None:
-        self.table = read_table(tabular.path, tabular.metric)
+    def __init__(self, tabular: specs.Tabular, *, directory: Path | None = None, confined: bool = False) -> None:
+        """`confined`: the operator's reading, built-in tables or files under `directory` only."""
+        self.table = read_table(tabular.path, tabular.metric, directory=directory, confined=confined)
         self.metric = tabular.metric
 
     def finished_result(self, index: int) -> None:

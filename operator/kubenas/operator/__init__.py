@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import kopf
 
 
 def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = None, verbose: bool = False,
         liveness: str | None = None, metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
-        trainer_defaults: str | None = None) -> int:
+        trainer_defaults: str | None = None, tabular_dir: Path | None = None) -> int:
     """Run the operator until SIGINT/SIGTERM; all namespaces unless `namespaces`."""
     from kubenas import metrics
     from kubenas.operator import handlers
@@ -22,8 +23,11 @@ def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = 
     from kubenas.operator.driver import DriverSettings
     from kubenas.operator.trainer_defaults import TrainerDefaults
 
-    if trainer_defaults:  # read now: a broken file stops the operator at start, not at the first child
-        handlers.STATE.driver_settings = DriverSettings(trainer_defaults=TrainerDefaults.load(trainer_defaults))
+    # Trainer defaults are read now: a broken file stops the operator at start, not at the first child.
+    handlers.STATE.driver_settings = DriverSettings(
+        trainer_defaults=TrainerDefaults.load(trainer_defaults) if trainer_defaults else None,
+        tabular_dir=tabular_dir,
+    )
     handlers.STATE.clusterwide = not namespaces
     handlers.STATE.load_connection = lambda: load_connection(kubeconfig=kubeconfig, context=context)
     handlers.STATE.connection = handlers.STATE.load_connection()  # fails early on bad credentials

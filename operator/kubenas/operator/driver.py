@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -57,6 +58,7 @@ class DriverSettings:
     status_interval: float = 1.0  # at most one status write per interval (plus transitions)
     idle_wake: float = 5.0  # re-check the live spec this often even without events
     trainer_defaults: TrainerDefaults | None = None  # --trainer-defaults: what children's pods leave unset
+    tabular_dir: Path | None = None  # --tabular-dir: the only place Tabular searches' CSV files are read from
     # Children created at once in a burst (their API writes overlap; the client keeps 32
     # connections). Asks happen between bursts, so no child of a policy precedes its checkpoint.
     create_concurrency: int = 32
@@ -170,7 +172,8 @@ class SearchDriver:
         spec = parse_spec(self.body)
         if spec.trial.kind == "Tabular":
             try:
-                self.evaluate_table = TabularEvaluator(spec.trial.tabular)
+                self.evaluate_table = await off_loop(lambda: TabularEvaluator(
+                    spec.trial.tabular, directory=self.settings.tabular_dir, confined=True))
             except specs.SpecError as error:
                 raise SearchFailed("InvalidSpec", str(error)) from None
         data = await read_checkpoint(self.client, search=self.owner())
