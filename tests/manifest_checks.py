@@ -340,7 +340,7 @@ DOCUMENTED_RULES = {
     ("kubenas.io", "nastrials"): {"create", "get", "list"},
     ("kubenas.io", "nastrials/status"): {"patch"},
     ("batch", "jobs"): {"create", "list", "watch"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "watch"},
     ("", "configmaps"): {"get", "create", "patch"},
     ("", "events"): {"create"},
 }

@@ -53,6 +53,7 @@ MONITORING_CRDS = Path(__file__).parent / "fixtures" / "monitoring.coreos.com-cr
 NS = "kubenas-system"
 OPERATOR = "kubenas-operator"
 OPERATOR_USER = f"system:serviceaccount:{NS}:{OPERATOR}"
+POLICY = f"kubenas-{NS}-search-creators-may-create-jobs"  # the admission policy (cluster-scoped)
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
 CRD_NAMES = ("nastrials.kubenas.io", "neuralarchitecturesearches.kubenas.io")
 NO_CRDS = {"crds": {"create": False}}
@@ -82,6 +83,7 @@ TEMPLATES: dict[str, tuple[str, str, dict]] = {
     "default": ("kubenas", NS, {}),
     "no-keep": ("kubenas", NS, {"crds": {"keep": False}}),
     "rules": ("kubenas", NS, {"prometheusRule": {"enabled": True}}),
+    "no-policy": ("kubenas", NS, {"admissionPolicy": {"enabled": False}}),
     "tables": ("kubenas", NS, {"tables": {"volume": {"persistentVolumeClaim": {"claimName": "nas-tables"}}}}),
 }
 # Values the schema refuses: label -> (values, where the error points, as a JSON pointer).
@@ -395,6 +397,8 @@ def test_default_install_creates_the_objects_shared_md_names(main):
         ("RoleBinding", NS, OPERATOR),
         ("Service", NS, OPERATOR),
         ("Deployment", NS, OPERATOR),
+        ("ValidatingAdmissionPolicy", "", POLICY),
+        ("ValidatingAdmissionPolicyBinding", "", POLICY),
     ])
     for doc in docs:
         found = stored(cluster, resource_path(cluster, doc))
@@ -515,6 +519,18 @@ def test_crd_copies_equal_manifests_crds():
     stale = [name for name in originals if copies[name] != originals[name]]
     assert not stale, f"helm/kubenas/files/crds/ differs from manifests/crds/ ({stale}): run `make crds`"
 
+
+
+def test_admission_policy_is_the_manifests_one(templates):
+    """The chart's policy and binding say what manifests/base/admission-policy.yaml says
+    (tests/test_admission_policy.py tries that one on the API server)."""
+    originals = {doc["kind"]: doc for doc in yaml.safe_load_all((ROOT / "manifests" / "base" /
+                                                                   "admission-policy.yaml").read_text())}
+    policy = one(templates["default"], "ValidatingAdmissionPolicy", POLICY)
+    binding = one(templates["default"], "ValidatingAdmissionPolicyBinding", POLICY)
+    assert policy["spec"] == originals["ValidatingAdmissionPolicy"]["spec"]
+    assert binding["spec"] == {**originals["ValidatingAdmissionPolicyBinding"]["spec"], "policyName": POLICY}
+    assert not find(templates["no-policy"], "ValidatingAdmissionPolicy")
 
 
 def test_crds_are_kept_by_default_and_otherwise_unchanged(main):
