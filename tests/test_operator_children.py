@@ -207,3 +207,48 @@ def test_started_event_speaks_of_the_strategy_it_runs(strategy, words):
     assert all(word in message for word in words), message
     assert "4 children" in message
     assert ("policy update" in message) == (strategy == "reinforce")
+
+
+def _token(subject):
+    import base64
+
+    def part(document):
+        return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part({'sub': subject})}.signature"
+
+
+def test_the_operator_knows_its_own_service_account_from_its_token():
+    from kubenas.operator.connection import service_account
+
+    assert service_account(_token("system:serviceaccount:kubenas-system:kubenas-operator")) == (
+        "kubenas-system", "kubenas-operator")
+    assert service_account(_token("admin")) is None  # a user's token, or a certificate
+    assert service_account("not-a-jwt") is None and service_account(None) is None
+
+
+def _pod_of(**pod_fields):
+    doc = manifest({"maxTrials": 4})
+    doc["spec"]["trial"]["template"]["spec"].update(pod_fields)
+    spec = specs.parse_manifest(doc).spec
+    ticket = Search(spec).ask()
+    trial = children.trial_object(search=SEARCH, ticket=ticket)
+    trial["metadata"]["uid"] = "trial-uid"
+    return spec, children.job_object(trial=trial, ticket=ticket, spec=spec.trial)["spec"]["template"]["spec"]
+
+
+def test_children_run_as_the_templates_account_without_a_token_unless_asked():
+    _, pod = _pod_of()
+    assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False  # the namespace's default
+    _, pod = _pod_of(serviceAccountName="trainer", automountServiceAccountToken=True)
+    assert pod["serviceAccountName"] == "trainer" and pod["automountServiceAccountToken"] is True
+
+
+@pytest.mark.parametrize("field", ["serviceAccountName", "serviceAccount"])
+def test_children_may_never_run_as_the_operator(field):
+    spec, _ = _pod_of(**{field: "kubenas-operator"})
+    operator = ("team-a", "kubenas-operator")
+    with pytest.raises(children.TemplateError, match="operator's own service account"):
+        children.check_template(spec.trial, namespace="team-a", operator_account=operator)
+    # The same name in another namespace is another account.
+    children.check_template(spec.trial, namespace="team-b", operator_account=operator)

@@ -236,6 +236,19 @@ def test_what_the_schema_cannot_say_fails_with_a_condition(cluster, operator):
     assert not trials(cluster, "impossible")
 
 
+def test_children_never_run_as_the_operators_service_account(cluster, operator):
+    """The operator here runs as its ServiceAccount in NS; a template naming that account
+    (a way to its RBAC rights) is refused, and children otherwise get no API token."""
+    document = search_manifest("deputy", namespace=NS)
+    document["spec"]["trial"]["template"]["spec"]["serviceAccountName"] = OPERATOR_ACCOUNT
+    apply(cluster, document)
+    found = wait_phase(cluster, "deputy", "Failed", operator=operator, timeout=30)
+    assert found["status"]["reason"] == "InvalidSpec"
+    assert "operator's own service account" in found["status"]["message"]
+    assert not trials(cluster, "deputy")
+    assert not cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=deputy")
+
+
 def _architectures(cluster, name, namespace) -> list:
     return [t["spec"]["architecture"] for t in trials(cluster, name, namespace)]
 

@@ -19,18 +19,19 @@ def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = 
     """Run the operator until SIGINT/SIGTERM; all namespaces unless `namespaces`."""
     from kubenas import metrics
     from kubenas.operator import handlers
-    from kubenas.operator.connection import load_connection
+    from kubenas.operator.connection import load_connection, service_account
     from kubenas.operator.driver import DriverSettings
     from kubenas.operator.trainer_defaults import TrainerDefaults
 
+    handlers.STATE.clusterwide = not namespaces
+    handlers.STATE.load_connection = lambda: load_connection(kubeconfig=kubeconfig, context=context)
+    handlers.STATE.connection = handlers.STATE.load_connection()  # fails early on bad credentials
     # Trainer defaults are read now: a broken file stops the operator at start, not at the first child.
     handlers.STATE.driver_settings = DriverSettings(
         trainer_defaults=TrainerDefaults.load(trainer_defaults) if trainer_defaults else None,
         tabular_dir=tabular_dir,
+        operator_account=service_account(handlers.STATE.connection.token),
     )
-    handlers.STATE.clusterwide = not namespaces
-    handlers.STATE.load_connection = lambda: load_connection(kubeconfig=kubeconfig, context=context)
-    handlers.STATE.connection = handlers.STATE.load_connection()  # fails early on bad credentials
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     if not verbose:  # kopf logs every handled Job event at INFO

@@ -53,10 +53,22 @@ def typed_template(template: specs.PodTemplate, *, defaults: TrainerDefaults | N
     return model
 
 
-def check_template(trial: specs.Trial) -> None:
-    """Raise TemplateError when children could not be built from this trial spec."""
+def check_template(trial: specs.Trial, *, namespace: str | None = None, defaults: TrainerDefaults | None = None,
+                   operator_account: tuple[str, str] | None = None) -> None:
+    """Raise TemplateError when children could not be built from this trial spec, or
+    would run as the operator's own service account (namespace, name)."""
     if trial.kind == "Job":
-        typed_template(trial.template)
+        _check_account(typed_template(trial.template, defaults=defaults), namespace=namespace,
+                       operator_account=operator_account)
+
+
+def _check_account(template: k8s.V1PodTemplateSpec, *, namespace: str | None,
+                   operator_account: tuple[str, str] | None) -> None:
+    pod = template.spec
+    account = pod.service_account_name or pod.service_account  # the second: its deprecated alias
+    if operator_account is not None and (namespace, account) == operator_account:
+        raise TemplateError("spec.trial.template.spec.serviceAccountName: children may not run as the operator's "
+                            "own service account")
 
 
 def trial_object(*, search: dict, ticket: Ticket) -> dict:
@@ -93,7 +105,10 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: Trai
     template.metadata.labels = {**(template.metadata.labels or {}), **labels}
     pod = template.spec
     pod.restart_policy = "Never"  # retries are the Job's (backoffLimit), each a fresh pod
-    pod.automount_service_account_token = False  # a trainer needs no API access
+    # The template's service account (or the namespace's default), never the operator's
+    # (check_template); no API token in the pod unless the template asks for one.
+    if pod.automount_service_account_token is None:
+        pod.automount_service_account_token = False
     trainer = pod.containers[0]
     trainer.termination_message_path = trainer.termination_message_path or TERMINATION_LOG
     trainer.termination_message_policy = "FallbackToLogsOnError"  # a crash still says why

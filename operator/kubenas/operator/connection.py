@@ -62,3 +62,24 @@ def _in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
         "/var/run/secrets/kubernetes.io/serviceaccount/token"
     )
+
+
+def service_account(token: str | None) -> tuple[str, str] | None:
+    """(namespace, name) of the ServiceAccount a token belongs to, from its `sub` claim
+    (`system:serviceaccount:NS:NAME`); None for other credentials. The token is only
+    read, never trusted: the API server checks it, this names whom to protect."""
+    import base64
+    import json
+
+    parts = (token or "").split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    if not isinstance(subject, str) or not subject.startswith("system:serviceaccount:"):
+        return None
+    namespace, _, name = subject.removeprefix("system:serviceaccount:").partition(":")
+    return (namespace, name) if namespace and name else None

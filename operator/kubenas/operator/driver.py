@@ -59,6 +59,7 @@ class DriverSettings:
     idle_wake: float = 5.0  # re-check the live spec this often even without events
     trainer_defaults: TrainerDefaults | None = None  # --trainer-defaults: what children's pods leave unset
     tabular_dir: Path | None = None  # --tabular-dir: the only place Tabular searches' CSV files are read from
+    operator_account: tuple[str, str] | None = None  # (namespace, name) the operator runs as: never a child's
     # Children created at once in a burst (their API writes overlap; the client keeps 32
     # connections). Asks happen between bursts, so no child of a policy precedes its checkpoint.
     create_concurrency: int = 32
@@ -85,8 +86,9 @@ def started_message(spec: specs.SearchSpec) -> str:
             f"{controller.batch_size} results")
 
 
-def parse_spec(body: Any) -> specs.SearchSpec:
-    """The live object's spec, validated by the same models as local mode."""
+def parse_spec(body: Any, settings: DriverSettings | None = None) -> specs.SearchSpec:
+    """The live object's spec, validated by the same models as local mode (and, with the
+    operator's settings, its template as children's pods would get it)."""
     document = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
@@ -95,7 +97,9 @@ def parse_spec(body: Any) -> specs.SearchSpec:
     }
     try:
         spec = specs.parse_manifest(document, source=f"{specs.KIND} {body['metadata']['name']}").spec
-        children.check_template(spec.trial)
+        settings = settings or DriverSettings()
+        children.check_template(spec.trial, namespace=body["metadata"].get("namespace"),
+                                defaults=settings.trainer_defaults, operator_account=settings.operator_account)
     except (specs.SpecError, children.TemplateError) as error:
         raise SearchFailed("InvalidSpec", str(error)) from None
     return spec
@@ -169,7 +173,7 @@ class SearchDriver:
     async def _start(self) -> None:
         self.seen_generation = self.body["metadata"].get("generation")
         self.failure = None
-        spec = parse_spec(self.body)
+        spec = parse_spec(self.body, self.settings)
         if spec.trial.kind == "Tabular":
             try:
                 self.evaluate_table = await off_loop(lambda: TabularEvaluator(
@@ -317,7 +321,7 @@ class SearchDriver:
         self.seen_generation = generation
         self.dirty = True
         try:
-            live = parse_spec(self.body)
+            live = parse_spec(self.body, self.settings)
         except SearchFailed as failed:
             self._event("SpecRejected", f"generation {generation} ignored: {failed.message}", warning=True)
             return
