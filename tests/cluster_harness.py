@@ -165,8 +165,9 @@ class OperatorProcess:
     killable like a real pod."""
 
     def __init__(self, *, cluster: Cluster, namespace: str, log: Path, args: list[str] | None = None,
-                 kubeconfig: Path | None = None) -> None:
+                 kubeconfig: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.cluster = cluster
+        self.env = dict(env or {})  # e.g. KUBENAS_FAILPOINTS
         self.namespace = namespace
         self.log = log
         self.args = list(args or [])  # more `kubenas operator` options, e.g. --metrics-port
@@ -178,7 +179,7 @@ class OperatorProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "kubenas.cli", "operator", "--kubeconfig", str(self.kubeconfig),
                  "--namespace", self.namespace, *self.args],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         return self
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubenas.operator import failpoints
 from kubenas.search import Search
 from kubenas import spec as specs
 from tests.cluster_harness import (CRDS, NAS, OPERATOR_ACCOUNT, TRIALS, Cluster, OperatorProcess, apply, free_port,
@@ -253,17 +254,67 @@ def _architectures(cluster, name, namespace) -> list:
     return [t["spec"]["architecture"] for t in trials(cluster, name, namespace)]
 
 
-def test_operator_killed_mid_search_continues_exactly(cluster, tmp_path: Path):
-    """With one child at a time and deterministic results, the children sampled are a
-    function of the seed: a search whose operator is SIGKILLed twice samples exactly
-    the children of one that ran straight through, each once."""
-    spec = dict(maxTrials=10, parallelism=1, env={"FAKE_SECONDS": "0.3"})
-    straight = OperatorProcess(cluster=cluster, namespace="straight", log=tmp_path / "straight.log").start()
+EXACT = dict(maxTrials=10, parallelism=1, env={"FAKE_SECONDS": "0.3"})
+
+
+@pytest.fixture(scope="module")
+def straight(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The reference: search `exact` (EXACT) run straight through in namespace "straight".
+    With one child at a time and deterministic results, its children are a function of
+    the seed."""
+    log = tmp_path_factory.mktemp("straight") / "operator.log"
+    operator = OperatorProcess(cluster=cluster, namespace="straight", log=log).start()
     try:
-        apply(cluster, search_manifest("exact", namespace="straight", **spec))
-        wait_phase(cluster, "exact", "Succeeded", operator=straight, namespace="straight", timeout=120)
+        apply(cluster, search_manifest("exact", namespace="straight", **EXACT))
+        wait_phase(cluster, "exact", "Succeeded", operator=operator, namespace="straight", timeout=120)
     finally:
-        straight.stop()
+        operator.stop()
+    return {"architectures": _architectures(cluster, "exact", "straight"),
+            "status": search(cluster, "exact", "straight")["status"]}
+
+
+def _assert_exactly_the_straight_run(cluster: Cluster, namespace: str, found: dict, straight: dict) -> None:
+    children = trials(cluster, "exact", namespace)
+    assert [t["spec"]["index"] for t in children] == list(range(10))
+    assert _architectures(cluster, "exact", namespace) == straight["architectures"]
+    jobs = cluster.items(f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector="kubenas.io/search=exact")
+    assert len(jobs) == 10
+    pods = cluster.items(f"/api/v1/namespaces/{namespace}/pods", labelSelector="kubenas.io/search=exact")
+    assert len(pods) == 10  # no child ran twice
+    assert found["status"]["trials"] == {"created": 10, "running": 0, "succeeded": 10, "failed": 0}
+    assert found["status"]["controller"]["policyUpdates"] == 5
+    assert found["status"]["best"] == straight["status"]["best"]
+    policy = cluster.get(f"/api/v1/namespaces/{namespace}/configmaps/exact-policy")
+    spec = specs.parse_manifest(search_manifest("exact", namespace=namespace, **EXACT)).spec
+    restored = Search.restore(spec, base64.b64decode(policy["binaryData"]["checkpoint.pt"]))
+    assert restored.controller.version == 5 and restored.counters.succeeded == 10
+
+
+@pytest.mark.parametrize("name", failpoints.NAMES)
+def test_a_crash_at_each_failpoint_changes_nothing(cluster, straight, tmp_path: Path, name: str):
+    """The operator dies (os._exit, like SIGKILL) at a named risky place, the third time
+    it passes it; restarted, it produces exactly the children of the uninterrupted run."""
+    namespace = f"fp-{name}"
+    cluster.namespace(namespace)
+    log = tmp_path / "operator.log"
+    doomed = OperatorProcess(cluster=cluster, namespace=namespace, log=log,
+                             env={"KUBENAS_FAILPOINTS": f"{name}@3"}).start()
+    apply(cluster, search_manifest("exact", namespace=namespace, **EXACT))
+    wait_for(lambda: doomed.process.poll() is not None, timeout=90, what=f"the failpoint {name}", operator=doomed)
+    assert doomed.process.returncode == failpoints.EXIT_CODE, doomed.tail()
+    assert f"failpoint {name}" in log.read_text()
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=log, kubeconfig=doomed.kubeconfig).start()
+    try:
+        found = wait_phase(cluster, "exact", "Succeeded", operator=operator, namespace=namespace, timeout=120)
+    finally:
+        operator.stop()
+    _assert_exactly_the_straight_run(cluster, namespace, found, straight)
+
+
+def test_operator_killed_mid_search_continues_exactly(cluster, straight, tmp_path: Path):
+    """A search whose operator is SIGKILLed twice samples exactly the children of one
+    that ran straight through, each once."""
+    spec = EXACT
     operator = OperatorProcess(cluster=cluster, namespace="restart", log=tmp_path / "restart.log").start()
     apply(cluster, search_manifest("exact", namespace="restart", **spec))
     for kill_after in (3, 7):
@@ -275,17 +326,7 @@ def test_operator_killed_mid_search_continues_exactly(cluster, tmp_path: Path):
         found = wait_phase(cluster, "exact", "Succeeded", operator=operator, namespace="restart", timeout=120)
     finally:
         operator.stop()
-    children = trials(cluster, "exact", "restart")
-    assert [t["spec"]["index"] for t in children] == list(range(10))
-    assert _architectures(cluster, "exact", "restart") == _architectures(cluster, "exact", "straight")
-    jobs = cluster.items("/apis/batch/v1/namespaces/restart/jobs", labelSelector="kubenas.io/search=exact")
-    assert len(jobs) == 10
-    pods = cluster.items("/api/v1/namespaces/restart/pods", labelSelector="kubenas.io/search=exact")
-    assert len(pods) == 10  # no child ran twice
-    assert found["status"]["trials"] == {"created": 10, "running": 0, "succeeded": 10, "failed": 0}
-    assert found["status"]["controller"]["policyUpdates"] == 5
-    straight_status = search(cluster, "exact", "straight")["status"]
-    assert found["status"]["best"] == straight_status["best"]
+    _assert_exactly_the_straight_run(cluster, "restart", found, straight)
 
 
 def test_real_children_running_while_the_operator_is_down_are_collected(cluster, tmp_path: Path):

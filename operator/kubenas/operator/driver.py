@@ -27,6 +27,7 @@ from kubenas.metrics import SearchMetrics
 from kubenas.operator import children, names, results
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
 from kubenas.operator.engine_thread import off_loop
+from kubenas.operator.failpoints import failpoint
 from kubenas.operator.kube import ApiError, KubeClient
 from kubenas.operator.status import conditions_for, now, search_status
 from kubenas.operator.trainer_defaults import TrainerDefaults
@@ -255,6 +256,8 @@ class SearchDriver:
         outcomes = await asyncio.gather(*(self._create_child(t) for t in tickets), return_exceptions=True)
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         verdicts = [(t.index, outcome, (None, None)) for t, outcome in zip(tickets, outcomes) if isinstance(outcome, dict)]
+        if verdicts:
+            failpoint("after-result-recorded")
         await self._tell(verdicts)
         if errors:
             raise errors[0]
@@ -373,6 +376,7 @@ class SearchDriver:
                                                        "another search") from None
             self.metrics.created()
         self.trial_uids[ticket.index] = trial["metadata"]["uid"]
+        failpoint("after-trial-created")
         if self.evaluate_table is not None:  # Tabular children are table lookups: no Job
             result = await self.evaluate_table(ticket)
             await self._record_verdict(ticket.index, result)
@@ -410,6 +414,7 @@ class SearchDriver:
         """Record a child's verdict in its NASTrial (durable) and then tell the engine.
         `times`: the child's (start, end), unix seconds, where its pod tells them."""
         await self._record_verdict(index, result, exit_code=exit_code)
+        failpoint("after-result-recorded")
         await self._tell([(index, result, times)])
 
     async def _record_verdict(self, index: int, result: dict, *, exit_code: int | None = None) -> None:
@@ -457,7 +462,9 @@ class SearchDriver:
                                 f"{update.mean_reward:.4f}, baseline {update.baseline:.4f}, entropy {update.entropy:.3f}"
                                 + (f"; best so far {best.reward:.4f} ({summarize(best.architecture)})" if best else ""))
         if updated:
+            failpoint("in-policy-update")
             await self._checkpoint()
+            failpoint("after-checkpoint")
 
     async def _patch_trial(self, index: int, status: dict) -> None:
         try:
