@@ -1,6 +1,7 @@
 """A stand-in trainer for local-runner tests: honours the result contract in
 milliseconds. FAKE_MODE picks its behaviour: ok (default), fail, noresult, garbage,
-sleep (FAKE_SECONDS), failodd (fails for odd trial indices)."""
+sleep (FAKE_SECONDS), failodd (fails for odd trial indices), huge (a result over the
+kubelet's 4,096-byte termination message), truncated (half a result document)."""
 
 import hashlib
 import json
@@ -25,9 +26,14 @@ if mode == "noresult":
 if mode == "garbage":
     open(result_file, "w").write("{not json")
     sys.exit(0)
+if mode == "truncated":
+    open(result_file, "w").write('{"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Succ')
+    sys.exit(0)
 accuracy = 0.5 + hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).digest()[0] / 512
 result = {"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Succeeded",
           "validationAccuracy": [accuracy / 2, accuracy], "argv": sys.argv[1:], "threads": os.environ.get("OMP_NUM_THREADS")}
+if mode == "huge":
+    result["padding"] = "x" * 6000  # the kubelet keeps the first 4,096 bytes: not JSON any more
 with open(result_file, "w") as handle:
     json.dump(result, handle)
 print(json.dumps(result))

@@ -163,6 +163,12 @@ def test_suspend_stops_new_children_and_resume_finishes(cluster, operator):
              what="running children to finish", operator=operator)
     created = len(trials(cluster, "pausing"))
     assert created < 6
+    # Held over time, not once: across status writes and the driver's idle wake-ups (5 s).
+    counts = []
+    for _ in range(14):
+        counts.append(len(trials(cluster, "pausing")))
+        time.sleep(0.5)
+    assert counts == [created] * len(counts) and phase(cluster, "pausing") == "Suspended"
     assert all(t["status"]["phase"] == "Succeeded" for t in trials(cluster, "pausing"))
     cluster.merge_patch(f"{NAS.format(ns=NS)}/pausing", {"spec": {"suspend": False}})
     wait_phase(cluster, "pausing", "Succeeded", operator=operator, timeout=60)
@@ -170,7 +176,8 @@ def test_suspend_stops_new_children_and_resume_finishes(cluster, operator):
 
 
 @pytest.mark.parametrize("mode, reason", [("exit1", "Error"), ("noresult", "MissingResult"),
-                                          ("failodd", "InvalidArchitecture")])
+                                          ("failodd", "InvalidArchitecture"), ("huge", "MalformedResult"),
+                                          ("truncated", "MalformedResult")])
 def test_failing_children_are_recorded_and_the_search_goes_on(cluster, operator, mode, reason):
     name = f"failing-{mode}"
     apply(cluster, search_manifest(name, namespace=NS, env={"FAKE_MODE": mode}))
@@ -309,6 +316,49 @@ def test_a_crash_at_each_failpoint_changes_nothing(cluster, straight, tmp_path: 
     finally:
         operator.stop()
     _assert_exactly_the_straight_run(cluster, namespace, found, straight)
+
+
+def test_a_trial_that_does_not_match_the_replay_fails_the_search(cluster, tmp_path: Path):
+    """A NASTrial made after the checkpoint whose architecture the restored controller
+    does not sample (changed by hand here) is not adopted: ReplayMismatch, no new child."""
+    namespace = cluster.namespace("replay")
+    log = tmp_path / "operator.log"
+    # The third NASTrial (index 2) is created after the checkpoint of the first update (m = 2).
+    doomed = OperatorProcess(cluster=cluster, namespace=namespace, log=log,
+                             env={"KUBENAS_FAILPOINTS": "after-trial-created@3"}).start()
+    apply(cluster, search_manifest("exact", namespace=namespace, **EXACT))
+    wait_for(lambda: doomed.process.poll() is not None, timeout=90, what="the failpoint", operator=doomed)
+    path = f"{TRIALS.format(ns=namespace)}/exact-2"
+    tampered = cluster.get(path)["spec"]["architecture"]
+    tampered["layers"][0]["filterHeight"] = 3 if tampered["layers"][0]["filterHeight"] == 1 else 1
+    cluster.merge_patch(path, {"spec": {"architecture": tampered}})
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=log, kubeconfig=doomed.kubeconfig).start()
+    try:
+        found = wait_phase(cluster, "exact", "Failed", operator=operator, namespace=namespace, timeout=60)
+    finally:
+        operator.stop()
+    assert found["status"]["reason"] == "ReplayMismatch"
+    assert "exact-2 does not match" in found["status"]["message"]
+    assert len(trials(cluster, "exact", namespace)) == 3
+
+
+def test_a_spec_changed_while_the_operator_was_down_fails_with_checkpoint_mismatch(cluster, tmp_path: Path):
+    """The running operator refuses such a change (SpecRejected); made while it is down,
+    the restarted operator finds a checkpoint of another search and says so."""
+    namespace = cluster.namespace("mismatch")
+    log = tmp_path / "operator.log"
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=log).start()
+    apply(cluster, search_manifest("exact", namespace=namespace, **EXACT))
+    wait_for(lambda: len(trials(cluster, "exact", namespace)) >= 3, timeout=60, what="3 children", operator=operator)
+    operator.kill()
+    cluster.merge_patch(f"{NAS.format(ns=namespace)}/exact", {"spec": {"reward": {"power": 1.0}}})
+    operator.start()
+    try:
+        found = wait_phase(cluster, "exact", "Failed", operator=operator, namespace=namespace, timeout=60)
+    finally:
+        operator.stop()
+    assert found["status"]["reason"] == "CheckpointMismatch"
+    assert "another search space, controller, reward or seed" in found["status"]["message"]
 
 
 def test_operator_killed_mid_search_continues_exactly(cluster, straight, tmp_path: Path):

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from kubenas.search import Search, failure
+from kubenas.search import CheckpointMismatch, Search, failure
 from tests.helpers import nb201_spec, search_spec, succeeded
 
 
@@ -100,6 +100,28 @@ def test_checkpoint_restore_continues_exactly(strategy: str) -> None:
     if strategy == "reinforce":
         for a, b in zip(restored.controller.policy.parameters(), uninterrupted.controller.policy.parameters()):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("change", [
+    {"searchSpace": {"type": "NB201Cell", "nb201Cell": {"operations": ["none", "skip_connect", "nor_conv_3x3"]}}},
+    {"controller": {"lstmSize": 64}},
+    {"controller": {"strategy": "evolution"}},
+    {"reward": {"power": 1.0}},
+])
+def test_restore_refuses_a_changed_space_controller_or_reward(change: dict) -> None:
+    data = Search(nb201_spec()).to_bytes()
+    changed = {"searchSpace": {"type": "NB201Cell"}, **change}
+    with pytest.raises(CheckpointMismatch, match="another search space, controller, reward or seed"):
+        Search.restore(search_spec(**changed), data)
+
+
+def test_restore_refuses_an_old_checkpoint_format() -> None:
+    from kubenas.controller import from_bytes, to_bytes
+
+    state = from_bytes(Search(nb201_spec()).to_bytes())
+    state["version"] -= 1  # what an earlier kubenas wrote
+    with pytest.raises(CheckpointMismatch, match=f"checkpoint format {state['version']} is not"):
+        Search.restore(nb201_spec(), to_bytes(state))
 
 
 def test_restore_refuses_another_search() -> None:
