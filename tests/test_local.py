@@ -170,7 +170,7 @@ def test_tabular_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     first, last = lines[:30], lines[-30:]
     assert sum(r["reward"] for r in last) > sum(r["reward"] for r in first)  # it learns
     document["spec"]["trial"]["tabular"]["metric"] = "cifar100-val"
-    with pytest.raises(specs.SpecError, match="needs columns"):
+    with pytest.raises(specs.SpecError, match="must name the columns 'cellstr' and 'cifar100-val'"):
         run(document, tmp_path, restart=True)
 
 
