@@ -155,3 +155,27 @@ def test_log_prob_of_a_sample_is_finite_with_masks() -> None:
     controller = controller_for("macro-depth-changes")
     for t in range(12):
         assert math.isfinite(controller.sample(trial_index=t).log_prob)
+
+
+@pytest.mark.parametrize("lstm_layers", [1, 3, 7])
+def test_scoring_matches_the_walk_with_other_lstm_depths(lstm_layers: int) -> None:
+    # The teacher-forced LSTM runs all layers in waves; 7 layers with anchors 4 steps
+    # apart must drain and restart the waves (an input after an anchor would otherwise
+    # read an earlier anchor's top state before it is made).
+    spec = search_spec(
+        searchSpace={"macroCNN": {"depth": {"initialLayers": 4, "increment": 1, "everyTrials": 3, "maxLayers": 6}}},
+        controller={"initRange": 0.5, "lstmLayers": lstm_layers},
+    )
+    controller = ReinforceController(space=spaces.build_space(spec.search_space), config=spec.controller, seed=4)
+    indices = list(range(8))
+    drawn = controller.policy.sample_batch(controller.space, indices, generator=torch.Generator().manual_seed(2))
+    actions = [a for a, _, _ in drawn]
+    ref_log_prob, ref_entropy = reference(controller, indices, actions)
+    log_prob, entropy = controller.policy.score_batch(controller.space, indices, actions)
+    torch.testing.assert_close(log_prob, ref_log_prob, atol=1e-5, rtol=0)
+    torch.testing.assert_close(entropy, ref_entropy, atol=1e-5, rtol=0)
+    weights = torch.linspace(-1.0, 1.5, len(indices))
+    batched = gradients(controller, (weights * log_prob).sum() + 0.3 * entropy.sum())
+    expected = gradients(controller, (weights * ref_log_prob).sum() + 0.3 * ref_entropy.sum())
+    for (param_name, _), got, want in zip(controller.policy.named_parameters(), batched, expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=lambda m: f"{param_name}: {m}")

@@ -102,6 +102,10 @@ class MacroCNN(Space):
         if config.strides.enabled:
             self.heads |= {"strideHeight": len(config.strides.heights), "strideWidth": len(config.strides.widths)}
         self.heads["numFilters"] = len(config.num_filters)
+        # Decisions are immutable: the unmasked ones are made once (the controller drives
+        # thousands of these programs, and building them was a good part of its cost).
+        self._choices = {head: Choice(head, size) for head, size in self.heads.items()}
+        self._stride_choices: dict[tuple[str, int], Choice] = {}
 
     def num_layers(self, *, trial_index: int) -> int:
         return self.config.depth.layers_for(trial_index)
@@ -122,17 +126,13 @@ class MacroCNN(Space):
             # Several inputs are zero-padded to the largest; none means the image.
             in_h = max((sizes[j][0] for j in inputs), default=config.image_size[0])
             in_w = max((sizes[j][1] for j in inputs), default=config.image_size[1])
-            filter_h = config.filter_heights[(yield Choice("filterHeight", len(config.filter_heights)))]
-            filter_w = config.filter_widths[(yield Choice("filterWidth", len(config.filter_widths)))]
+            filter_h = config.filter_heights[(yield self._choices["filterHeight"])]
+            filter_w = config.filter_widths[(yield self._choices["filterWidth"])]
             stride_h = stride_w = 1
             if config.strides.enabled:
-                stride_h = config.strides.heights[
-                    (yield Choice("strideHeight", len(config.strides.heights), _strides_fitting(config.strides.heights, in_h, config.min_feature_size)))
-                ]
-                stride_w = config.strides.widths[
-                    (yield Choice("strideWidth", len(config.strides.widths), _strides_fitting(config.strides.widths, in_w, config.min_feature_size)))
-                ]
-            filters = config.num_filters[(yield Choice("numFilters", len(config.num_filters)))]
+                stride_h = config.strides.heights[(yield self._stride_choice("strideHeight", in_h))]
+                stride_w = config.strides.widths[(yield self._stride_choice("strideWidth", in_w))]
+            filters = config.num_filters[(yield self._choices["numFilters"])]
             sizes.append((math.ceil(in_h / stride_h), math.ceil(in_w / stride_w)))
             layers.append(
                 {
@@ -145,6 +145,16 @@ class MacroCNN(Space):
                 }
             )
         return {"apiVersion": API_VERSION, "kind": self.kind, "layers": layers}
+
+    def _stride_choice(self, head: str, size: int) -> Choice:
+        """The stride decision for a `size`-pixel input: strides that would shrink it below
+        `minFeatureSize` are masked. Only a few sizes occur: each is worked out once."""
+        choice = self._stride_choices.get((head, size))
+        if choice is None:
+            strides = self.config.strides.heights if head == "strideHeight" else self.config.strides.widths
+            choice = Choice(head, len(strides), _strides_fitting(strides, size, self.config.min_feature_size))
+            self._stride_choices[(head, size)] = choice
+        return choice
 
 
 def _strides_fitting(strides: Sequence[int], size: int, minimum: int) -> tuple[bool, ...] | None:
@@ -164,6 +174,7 @@ class NB201Cell(Space):
     def __init__(self, config: specs.NB201CellSpace) -> None:
         self.config = config
         self.heads = {"operation": len(config.operations)}
+        self._choice = Choice("operation", len(config.operations))  # made once, as in MacroCNN
 
     def program_key(self, trial_index: int) -> object:
         return None  # every child runs the same program
@@ -171,7 +182,7 @@ class NB201Cell(Space):
     def decisions(self, *, trial_index: int) -> DecisionProgram:
         edges = []
         for _ in NB201_EDGES:
-            edges.append(self.config.operations[(yield Choice("operation", len(self.config.operations)))])
+            edges.append(self.config.operations[(yield self._choice)])
         return {
             "apiVersion": API_VERSION,
             "kind": self.kind,
