@@ -54,11 +54,11 @@ class SubprocessEvaluator:
     def finished_result(self, index: int) -> dict | None:
         """A successful result a previous run's child left behind (runner killed after
         the child finished, before it was recorded): reused rather than trained again."""
-        try:
-            result = json.loads((self.child_dir(index) / RESULT_FILE).read_text())
-        except (OSError, ValueError):
+        path = self.child_dir(index) / RESULT_FILE
+        if not path.exists():
             return None
-        return result if isinstance(result, dict) and result.get("status") == "Succeeded" else None
+        result = read_result(path, exit_code=0)
+        return result if result.get("status") == "Succeeded" else None
 
     def command(self, ticket: Ticket, result_file: Path) -> tuple[list[str], dict[str, str]]:
         container = self.trial.template.spec.containers[0]
@@ -116,7 +116,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 def read_result(path: Path, *, exit_code: int) -> dict:
     """The child's result document, judged with its exit code as Kubernetes would."""
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:  # a byte over the limit is enough to refuse it
+            text = handle.read(MAX_RESULT_BYTES + 1).decode(errors="replace")
     except OSError:
         text = None
     if exit_code < 0:
@@ -126,14 +127,19 @@ def read_result(path: Path, *, exit_code: int) -> dict:
     return judge_output(text, exit_code=exit_code, source=path.name)
 
 
+MAX_RESULT_BYTES = 4096  # a result document's limit: what the kubelet keeps of a termination message
+
+
 def judge_output(text: str | None, *, exit_code: int, source: str) -> dict:
     """A result document from what a child wrote (`text`, None if nothing) and its exit
     code: the local runner reads a file, the operator a pod's termination message."""
     result = None
+    if text and len(text.encode(errors="replace")) > MAX_RESULT_BYTES and exit_code == 0:
+        return failure("MalformedResult", f"{source} is over {MAX_RESULT_BYTES:,} bytes")
     if text:
         try:
             result = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             result = None
     if exit_code != 0:
         if isinstance(result, dict) and result.get("status") == "Failed":

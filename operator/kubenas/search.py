@@ -158,8 +158,10 @@ class Search:
         if result["status"] == "Failed":
             return 0.0, None, str(result.get("reason") or "Failed")
         accuracies = result.get("validationAccuracy")
+        # Fractions only: no NaN, infinity, negative or huge value, and no booleans
+        # (True is an int in Python) may reach the reward and so the policy.
         if not isinstance(accuracies, list) or not accuracies or not all(
-            isinstance(a, (int, float)) and 0.0 <= a <= 1.0 for a in accuracies
+            isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0 for a in accuracies
         ):
             return 0.0, None, "MalformedResult"
         return self.spec.reward.of(accuracies), float(max(accuracies)), None
