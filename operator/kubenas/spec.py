@@ -186,7 +186,10 @@ class Controller(_Model):
         default_factory=Evolution, description="Settings of the `evolution` strategy (unused by the others)."
     )
     lstm_layers: int = Field(2, ge=1, le=8, description="LSTM layers (paper: 2).")
-    lstm_size: int = Field(35, ge=1, le=4096, description="Hidden units per LSTM layer (paper: 35).")
+    lstm_size: int = Field(
+        35, ge=1, le=256,
+        description="Hidden units per LSTM layer (paper: 35; at most 256: the operator keeps every search's policy in memory).",
+    )
     init_range: float = Field(0.08, gt=0, description="Weights start uniform in [-initRange, initRange] (paper: 0.08).")
     learning_rate: float = Field(0.0006, gt=0, description="Adam learning rate (paper: 0.0006).")
     batch_size: int = Field(8, ge=1, description="Children per policy update, m (paper: 8).")
