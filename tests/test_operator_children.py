@@ -252,3 +252,19 @@ def test_children_may_never_run_as_the_operator(field):
         children.check_template(spec.trial, namespace="team-a", operator_account=operator)
     # The same name in another namespace is another account.
     children.check_template(spec.trial, namespace="team-b", operator_account=operator)
+
+
+def test_a_checkpoint_too_big_for_its_configmap_is_an_invalid_spec():
+    """The policy lives in one ConfigMap (1 MiB): the paper's controller fits, a much
+    wider LSTM or a huge evolution population is refused up front, naming the field."""
+    from kubenas.operator.driver import SearchFailed, check_space
+
+    def spec(controller):
+        return specs.parse_manifest(manifest({"controller": controller})).spec
+
+    check_space(spec({}))  # 35 units, 2 layers: the paper's
+    for controller in ({"lstmSize": 128}, {"strategy": "evolution", "evolution": {"populationSize": 5000}}):
+        with pytest.raises(SearchFailed) as refused:
+            check_space(spec(controller))
+        assert refused.value.reason == "InvalidSpec" and refused.value.message.startswith("spec.controller:")
+        assert "ConfigMap" in refused.value.message

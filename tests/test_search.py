@@ -124,6 +124,28 @@ def test_restore_refuses_an_old_checkpoint_format() -> None:
         Search.restore(nb201_spec(), to_bytes(state))
 
 
+def test_restore_takes_in_flight_tickets_from_their_records() -> None:
+    """The operator's checkpoint names children in flight by index; their tickets come
+    back from the NASTrials. The restored search continues exactly; a child whose record
+    is gone is counted failed (its result can never be told)."""
+    spec = search_spec(maxTrials=24, controller={"batchSize": 4},
+                       searchSpace={"macroCNN": {"depth": {"initialLayers": 3, "maxLayers": 3}}})
+    uninterrupted = Search(spec)
+    reference = drive(uninterrupted, steps=1000)
+    first_half = Search(spec)
+    log = drive(first_half, steps=9)
+    records = dict(first_half.in_flight)
+    data = first_half.to_bytes(tickets=False)
+    assert len(data) < len(first_half.to_bytes())
+    restored = Search.restore(spec, data, in_flight=records)
+    drive(restored, steps=1000, log=log)
+    assert log == reference and restored.counters == uninterrupted.counters
+
+    missing = min(records)
+    lost = Search.restore(spec, data, in_flight={i: t for i, t in records.items() if i != missing})
+    assert missing not in lost.in_flight and lost.counters.failed == first_half.counters.failed + 1
+
+
 def test_restore_refuses_another_search() -> None:
     data = Search(nb201_spec(seed=1)).to_bytes()
     with pytest.raises(ValueError, match="cannot change"):

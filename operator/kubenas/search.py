@@ -185,24 +185,32 @@ class Search:
     def fingerprint(self) -> str:
         return fingerprint(self.spec)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, tickets: bool = True) -> dict[str, Any]:
+        """`tickets=False`: children in flight by index only (the operator keeps each one
+        in its NASTrial; 800 tickets of 20-layer children are about 2.8 MB, more than a
+        ConfigMap holds); `restore` then needs them back (`in_flight=`)."""
+        flight = ({"in_flight": [json.dumps(asdict(t)) for t in self.in_flight.values()]} if tickets
+                  else {"in_flight_indices": sorted(self.in_flight)})
         return {
             "version": STATE_VERSION,
             "fingerprint": self.fingerprint(),
             "controller": self.controller.state_dict(),
             "counters": asdict(self.counters),
-            "in_flight": [json.dumps(asdict(t)) for t in self.in_flight.values()],
+            **flight,
             "pending": [json.dumps(asdict(e)) for e in self.pending],
             "top": [json.dumps(asdict(r)) for r in self.top],
             "last_update": None if self.last_update is None else json.dumps(asdict(self.last_update)),
         }
 
-    def to_bytes(self) -> bytes:
-        return to_bytes(self.state_dict())
+    def to_bytes(self, *, tickets: bool = True) -> bytes:
+        return to_bytes(self.state_dict(tickets=tickets))
 
     @classmethod
-    def restore(cls, spec: specs.SearchSpec, data: bytes) -> Search:
-        """A search continuing exactly from a checkpoint made by `to_bytes()`."""
+    def restore(cls, spec: specs.SearchSpec, data: bytes, *, in_flight: dict[int, Ticket] | None = None) -> Search:
+        """A search continuing exactly from a checkpoint made by `to_bytes()`. A checkpoint
+        made with `tickets=False` takes the tickets of its children in flight from
+        `in_flight` (by index); one whose ticket is missing there (its record deleted)
+        is counted as failed, since its result can never be told."""
         state = from_bytes(data)
         search = cls(spec)
         if state.get("version") != STATE_VERSION:
@@ -214,7 +222,12 @@ class Search:
             )
         search.controller.load_state_dict(state["controller"])
         search.counters = Counters(**state["counters"])
-        search.in_flight = {t["index"]: Ticket(**t) for t in map(json.loads, state["in_flight"])}
+        if "in_flight_indices" in state:
+            known = in_flight or {}
+            search.in_flight = {index: known[index] for index in state["in_flight_indices"] if index in known}
+            search.counters.failed += len(state["in_flight_indices"]) - len(search.in_flight)
+        else:
+            search.in_flight = {t["index"]: Ticket(**t) for t in map(json.loads, state["in_flight"])}
         search.pending = [Experience(**e) for e in map(json.loads, state["pending"])]
         search.top = [Ranked(**r) for r in map(json.loads, state["top"])]
         if state["last_update"] is not None:

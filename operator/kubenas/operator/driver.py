@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -73,6 +74,13 @@ def is_milestone(update: int) -> bool:
     return update in tuple(m * scale for m in MILESTONES)
 
 
+def ticket_of(trial: dict) -> Ticket:
+    """A child's ticket as its NASTrial records it."""
+    spec = trial["spec"]
+    return Ticket(index=spec["index"], architecture=spec["architecture"], actions=spec["actions"],
+                  log_prob=spec["logProb"], policy_version=spec["policyVersion"])
+
+
 def started_message(spec: specs.SearchSpec) -> str:
     """The Started Event: what the strategy will do, in its own terms."""
     controller = spec.controller
@@ -106,13 +114,38 @@ def parse_spec(body: Any, settings: DriverSettings | None = None) -> specs.Searc
     return spec
 
 
+# The checkpoint is one ConfigMap: its data may hold 1 MiB (base64 makes 3 bytes 4).
+CHECKPOINT_LIMIT = 1024 * 1024 * 3 // 4 - 32 * 1024
+
+
+def checkpoint_bytes(spec: specs.SearchSpec) -> int:
+    """About the largest checkpoint this search writes: the policy's weights with Adam's
+    two moments, the children a controller holds (sampled ahead and pending for REINFORCE,
+    the population for evolution) at the space's largest children, the in-flight indices."""
+    search = Search(spec)
+    controller = search.controller
+    weights = sum(p.numel() for p in getattr(getattr(controller, "policy", None), "parameters", list)()) * 4
+    deepest = controller.sample(trial_index=10**9)  # the depth schedule's last step
+    child = len(json.dumps({"architecture": deepest.architecture, "actions": deepest.actions})) + 64
+    held = {"reinforce": 2 * spec.controller.batch_size, "evolution": spec.controller.evolution.population_size}
+    children = held.get(spec.controller.strategy, 0) + 10  # and the top ten
+    return len(search.to_bytes(tickets=False)) + 2 * weights + children * child + 8 * spec.parallelism
+
+
 def check_space(spec: specs.SearchSpec) -> None:
     """What the schema cannot say: the space must yield a valid child (sampled by a
-    throwaway controller, so the search's own RNG is untouched)."""
+    throwaway controller, so the search's own RNG is untouched), and the checkpoint must
+    fit the ConfigMap that holds it."""
     try:
         Search(spec).controller.sample(trial_index=0)
     except ValueError as error:
         raise SearchFailed("InvalidSpec", f"spec.searchSpace yields no valid architecture: {error}") from None
+    size = checkpoint_bytes(spec)
+    if size > CHECKPOINT_LIMIT:
+        raise SearchFailed("InvalidSpec", (
+            f"spec.controller: the search's checkpoint would need about {size // 1024:,} KiB, more than the "
+            f"{CHECKPOINT_LIMIT // 1024:,} KiB its ConfigMap can hold: lower lstmSize or lstmLayers (weights and "
+            "Adam's moments), batchSize, or evolution.populationSize"))
 
 
 class SearchDriver:
@@ -189,23 +222,25 @@ class SearchDriver:
             await self._checkpoint()
             self._event("Started", started_message(spec))
         else:
-            try:
-                search = await off_loop(Search.restore, spec, data)
+            trials = await self.client.list(names.TRIALS, namespace=self.namespace,
+                                            label_selector=f"{names.LABEL_SEARCH}={self.name}")
+            recorded = {t["spec"]["index"]: t for t in trials if owned_by(t, self.uid)}
+            try:  # the checkpoint names its children in flight; their tickets are their NASTrials
+                search = await off_loop(lambda: Search.restore(spec, data, in_flight={
+                    index: ticket_of(trial) for index, trial in recorded.items()}))
             except CheckpointMismatch as error:
                 raise SearchFailed("CheckpointMismatch", str(error)) from None
             search.max_trials = spec.max_trials
             self.search, self.spec = search, spec
-            await self._replay()
+            await self._replay(recorded)
             self.metrics.policy(search.last_update)
             self._event("Resumed", f"from policy version {search.controller.version}: "
                                    f"{search.counters.created} children created, {len(search.in_flight)} in flight")
 
-    async def _replay(self) -> None:
-        """Catch the restored engine up with what happened after its checkpoint."""
+    async def _replay(self, recorded: dict[int, dict]) -> None:
+        """Catch the restored engine up with what happened after its checkpoint
+        (`recorded`: the search's NASTrials by index)."""
         search = self.search
-        trials = await self.client.list(names.TRIALS, namespace=self.namespace,
-                                        label_selector=f"{names.LABEL_SEARCH}={self.name}")
-        recorded = {t["spec"]["index"]: t for t in trials if owned_by(t, self.uid)}
         last = max(recorded, default=-1)
         while search.next_index <= last:  # children created since the checkpoint: same RNG, same children
             ticket = await off_loop(search.ask)
@@ -478,7 +513,9 @@ class SearchDriver:
     async def _checkpoint(self) -> None:
         search = self.search
         async with self.checkpoint_lock:  # the state is read inside: a later write never carries an older one
-            data, version, told = await off_loop(lambda: (search.to_bytes(), search.controller.version,
+            # Children in flight by index: their tickets are in their NASTrials (and would
+            # not fit a ConfigMap at 800 in flight).
+            data, version, told = await off_loop(lambda: (search.to_bytes(tickets=False), search.controller.version,
                                                           search.counters.succeeded + search.counters.failed))
             await write_checkpoint(self.client, search=self.owner(), data=data, policy_version=version, told=told)
         self.last_checkpoint = now()
