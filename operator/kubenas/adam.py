@@ -35,25 +35,39 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One Adam step for every parameter with a gradient, as multi-tensor (foreach)
+        ops: a handful of kernel calls for the whole policy instead of a few per tensor."""
         beta1, beta2 = self.betas
-        for index, param in enumerate(self.params):
-            if param.grad is None:
-                continue
-            grad = param.grad
-            state = self.state.get(index)
-            if state is None:
-                state = self.state[index] = {
-                    "step": torch.tensor(0.0),
-                    "exp_avg": torch.zeros_like(param),
-                    "exp_avg_sq": torch.zeros_like(param),
-                }
+        indices = [index for index, param in enumerate(self.params) if param.grad is not None]
+        if not indices:
+            return
+        for index in indices:
+            if index not in self.state:
+                param = self.params[index]
+                self.state[index] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(param),
+                                     "exp_avg_sq": torch.zeros_like(param)}
+        states = [self.state[index] for index in indices]
+        params = [self.params[index] for index in indices]
+        grads = [param.grad for param in params]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        for state in states:
             state["step"] += 1
-            step = float(state["step"])
-            state["exp_avg"].lerp_(grad, 1 - beta1)
-            state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        # Parameters get their first gradient together (the whole policy is scored each
+        # update), so their step counts agree; grouped by count all the same, to be exact.
+        by_step: dict[float, list[int]] = {}
+        for position, state in enumerate(states):
+            by_step.setdefault(float(state["step"]), []).append(position)
+        for step, positions in by_step.items():
             step_size = self.lr / (1 - beta1**step)
-            denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**step)).add_(self.eps)
-            param.addcdiv_(state["exp_avg"], denom, value=-step_size)
+            denoms = torch._foreach_sqrt([exp_avg_sqs[k] for k in positions])
+            torch._foreach_div_(denoms, math.sqrt(1 - beta2**step))
+            torch._foreach_add_(denoms, self.eps)
+            torch._foreach_addcdiv_([params[k] for k in positions], [exp_avgs[k] for k in positions], denoms,
+                                    value=-step_size)
 
     def state_dict(self) -> dict:
         """`torch.optim.Adam.state_dict()`'s layout (the tensors are copies)."""
