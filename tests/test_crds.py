@@ -184,7 +184,7 @@ def test_schema_carries_the_specs_defaults() -> None:
 def test_constraints_are_carried() -> None:
     controller = crds.nas_spec_schema()["properties"]["controller"]["properties"]
     assert controller["learningRate"] | {"exclusiveMinimum": True, "minimum": 0} == controller["learningRate"]
-    assert (controller["lstmSize"]["minimum"], controller["lstmSize"]["maximum"]) == (1, 4096)
+    assert (controller["lstmSize"]["minimum"], controller["lstmSize"]["maximum"]) == (1, 256)
     assert controller["strategy"]["enum"] == ["reinforce", "evolution", "random"]
     containers = crds.nas_spec_schema()["properties"]["trial"]["properties"]["template"]["properties"]["spec"]
     assert containers["properties"]["containers"]["minItems"] == 1

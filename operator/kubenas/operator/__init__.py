@@ -23,14 +23,14 @@ def run(*, kubeconfig: str | None, namespaces: list[str], context: str | None = 
     from kubenas.operator.driver import DriverSettings
     from kubenas.operator.trainer_defaults import TrainerDefaults
 
+    # Trainer defaults are read first: a broken file stops the operator at start, not at the first child.
+    defaults = TrainerDefaults.load(trainer_defaults) if trainer_defaults else None
     handlers.STATE.clusterwide = not namespaces
     handlers.STATE.load_connection = lambda: load_connection(kubeconfig=kubeconfig, context=context)
     handlers.STATE.connection = handlers.STATE.load_connection()  # fails early on bad credentials
-    # Trainer defaults are read now: a broken file stops the operator at start, not at the first child.
     handlers.STATE.driver_settings = DriverSettings(
-        trainer_defaults=TrainerDefaults.load(trainer_defaults) if trainer_defaults else None,
-        tabular_dir=tabular_dir,
-        operator_account=service_account(handlers.STATE.connection.token),
+        trainer_defaults=defaults, tabular_dir=tabular_dir,
+        operator_account=service_account(handlers.STATE.connection.token),  # children may never run as it
     )
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
