@@ -1,7 +1,8 @@
 """A stand-in trainer for local-runner tests: honours the result contract in
 milliseconds. FAKE_MODE picks its behaviour: ok (default), fail, noresult, garbage,
 sleep (FAKE_SECONDS), failodd (fails for odd trial indices), huge (a result over the
-kubelet's 4,096-byte termination message), truncated (half a result document)."""
+kubelet's 4,096-byte termination message), truncated (half a result document), oom
+(allocates 400 MiB)."""
 
 import hashlib
 import json
@@ -26,6 +27,9 @@ if mode == "noresult":
 if mode == "garbage":
     open(result_file, "w").write("{not json")
     sys.exit(0)
+if mode == "oom":
+    hog = b"x" * (400 * 2**20)  # past the test's memory limit: the kernel's OOM killer ends it
+    print(len(hog))
 if mode == "truncated":
     open(result_file, "w").write('{"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Succ')
     sys.exit(0)

@@ -342,7 +342,7 @@ DOCUMENTED_RULES = {
     ("batch", "jobs"): {"create", "list", "watch"},
     ("", "pods"): {"list", "watch"},
     ("", "configmaps"): {"get", "create", "patch"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
 }
 CLUSTER_WIDE_EXTRA_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

@@ -6,6 +6,7 @@ their ServiceAccount, so the API server's RBAC judges every call they make."""
 from __future__ import annotations
 
 import base64
+import os
 import signal
 import subprocess
 import sys
@@ -255,6 +256,83 @@ def test_children_never_run_as_the_operators_service_account(cluster, operator):
     assert "operator's own service account" in found["status"]["message"]
     assert not trials(cluster, "deputy")
     assert not cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=deputy")
+
+
+def test_a_child_past_its_memory_limit_fails_oom_killed(cluster, operator):
+    from kubenas.localcluster.sandbox import MemoryCgroup
+
+    probe = MemoryCgroup.create(f"kubenas-probe-{os.getpid()}", 64 * 2**20)
+    if probe is None:
+        pytest.skip("this machine offers the kubelet no writable memory cgroup: memory limits are not enforced")
+    probe.remove()
+    document = search_manifest("hungry", namespace=NS, env={"FAKE_MODE": "oom"}, maxTrials=1, parallelism=1)
+    document["spec"]["trial"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"memory": "128Mi"}}
+    apply(cluster, document)
+    wait_phase(cluster, "hungry", "Succeeded", operator=operator, timeout=60)
+    child = trials(cluster, "hungry")[0]
+    assert child["status"]["phase"] == "Failed" and child["status"]["reason"] == "OOMKilled", child["status"]
+    assert child["status"]["exitCode"] == 137
+
+
+def test_an_unschedulable_child_waits_and_the_search_says_so(cluster, operator):
+    """A child asking for more GPUs than any node has: Pending, reason Unschedulable, in
+    its NASTrial; after spec.trial.unschedulableAfterSeconds the search's condition
+    ChildrenUnschedulable and a Warning Event. It is not failed."""
+    document = search_manifest("greedy", namespace=NS, maxTrials=1, parallelism=1)
+    document["spec"]["trial"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"cpu": "1", "nvidia.com/gpu": "64"}}
+    document["spec"]["trial"]["unschedulableAfterSeconds"] = 3
+    apply(cluster, document)
+    wait_for(lambda: ((trials(cluster, "greedy") or [{}])[0].get("status") or {}).get("reason") == "Unschedulable",
+             timeout=60, what="the child's Unschedulable reason", operator=operator)
+    child = trials(cluster, "greedy")[0]["status"]
+    assert child["phase"] == "Pending" and "nvidia.com/gpu" in child["message"], child
+
+    def stuck():
+        conditions = (search(cluster, "greedy").get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "ChildrenUnschedulable" and c["status"] == "True"), None)
+
+    found = wait_for(stuck, timeout=30, what="the search's ChildrenUnschedulable condition", operator=operator)
+    assert "greedy-0 has waited" in found["message"] and "nvidia.com/gpu" in found["message"]
+    assert phase(cluster, "greedy") == "Running"  # still waiting, not failed
+    events = cluster.items(f"/api/v1/namespaces/{NS}/events", fieldSelector="involvedObject.name=greedy")
+    assert any(e["reason"] == "ChildrenUnschedulable" and e["type"] == "Warning" for e in events)
+    cluster.kubectl("delete", "nas", "greedy", "-n", NS, "--wait=false")
+
+
+def test_a_template_that_pod_security_refuses_fails_the_search_quoting_it(cluster, operator):
+    """The namespace enforces Pod Security "restricted"; a privileged trainer's pod is
+    refused at creation. The search must not hang: it fails, quoting the admission."""
+    document = search_manifest("privileged", namespace=NS, maxTrials=2, parallelism=1)
+    document["spec"]["trial"]["template"]["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    apply(cluster, document)
+    found = wait_phase(cluster, "privileged", "Failed", operator=operator, timeout=60)
+    assert found["status"]["reason"] == "PodSecurity"
+    assert "violates PodSecurity" in found["status"]["message"] and "privileged" in found["status"]["message"]
+    cluster.kubectl("delete", "nas", "privileged", "-n", NS, "--wait=false")
+
+
+def test_a_child_over_quota_waits_pending_and_runs_when_quota_frees(cluster, tmp_path: Path):
+    namespace = cluster.namespace("quota")
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods", "namespace": namespace},
+             "spec": {"hard": {"pods": "0"}}}
+    apply(cluster, quota)
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=tmp_path / "operator.log").start()
+    try:
+        apply(cluster, search_manifest("queued", namespace=namespace, maxTrials=2, parallelism=1))
+        wait_for(lambda: ((trials(cluster, "queued", namespace) or [{}])[0].get("status") or {}).get("reason")
+                 == "QuotaExceeded", timeout=60, what="the child's QuotaExceeded reason", operator=operator)
+        child = trials(cluster, "queued", namespace)[0]["status"]
+        assert child["phase"] == "Pending" and "exceeded quota" in child["message"], child
+        time.sleep(3)
+        assert phase(cluster, "queued", namespace) == "Running"  # waiting, not failed
+        assert len(trials(cluster, "queued", namespace)) == 1
+        quota["spec"]["hard"]["pods"] = "10"
+        apply(cluster, quota)
+        found = wait_phase(cluster, "queued", "Succeeded", operator=operator, namespace=namespace, timeout=120)
+        assert found["status"]["trials"]["failed"] == 0
+    finally:
+        operator.stop()
 
 
 def _architectures(cluster, name, namespace) -> list:
@@ -601,7 +679,8 @@ def test_the_operator_calls_only_what_its_rbac_role_grants(operator_calls, overl
     assert {("create", "batch", "jobs"), ("patch", "kubenas.io", "nastrials/status"),
             ("watch", "kubenas.io", "neuralarchitecturesearches")} <= operator_calls  # the log saw them
     assert operator_calls - granted == set(), f"the operator needs more than its {kind} grants"
-    rarely = {("get", "kubenas.io", "nastrials")}  # a create meeting a NASTrial made before a restart (409)
+    rarely = {("get", "kubenas.io", "nastrials"),  # a create meeting a NASTrial made before a restart (409)
+              ("list", "", "events")}  # a Job that cannot create its pod (quota, Pod Security)
     if kind == "ClusterRole":  # kopf's scanning of new CRDs and namespaces: cluster-wide operators only
         rarely |= {(verb, group, resource) for verb in ("list", "watch")
                    for group, resource in (("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"))}

@@ -297,6 +297,10 @@ class Trial(_Model):
     active_deadline_seconds: int | None = Field(None, ge=1, description="A child running longer fails (DeadlineExceeded).")
     backoff_limit: int = Field(0, ge=0, description="Retries of a failed child's pod (cluster only).")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete finished Jobs after this (cluster only).")
+    unschedulable_after_seconds: int = Field(
+        300, ge=1, description="A child whose pod no node can take for this long makes the search report the "
+        "condition ChildrenUnschedulable and a Warning Event; the child keeps waiting (cluster only).",
+    )
 
     @model_validator(mode="after")
     def _kind_has_settings(self) -> Trial:

@@ -30,8 +30,9 @@ from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkp
 from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.failpoints import failpoint
 from kubenas.operator.kube import ApiError, KubeClient
-from kubenas.operator.status import conditions_for, now, search_status
+from kubenas.operator.status import conditions_for, now, search_status, unschedulable_condition
 from kubenas.operator.trainer_defaults import TrainerDefaults
+from kubenas.operator.waiting import WaitingChildren
 from kubenas.search import CheckpointMismatch, Search, Ticket, failure, fingerprint
 from kubenas.spaces import summarize
 
@@ -175,6 +176,10 @@ class SearchDriver:
         # fields a result needs), so a finished Job costs no list request.
         self.pods: dict[int, dict[str, dict]] = {}
         self.checkpoint_lock = asyncio.Lock()  # concurrent children's updates: one write at a time, newest last
+        # Why children in flight are still Pending: index -> (reason, message, since), from
+        # the pod watch (Unschedulable) and the Job's FailedCreate Events (quota).
+        self.waiting = WaitingChildren()
+        self.podless: set[int] = set()  # children whose Job started with no pod active
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
 
     # -- identity --------------------------------------------------------------------
@@ -273,6 +278,7 @@ class SearchDriver:
     async def _step(self) -> None:
         self._refresh_spec()
         await self._drain()
+        await self._inspect_waiting()
         decision = self._decide()
         while (decision[0] == "Running" and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
@@ -296,6 +302,35 @@ class SearchDriver:
         await self._tell(verdicts)
         if errors:
             raise errors[0]
+
+    async def _inspect_waiting(self) -> None:
+        """Children whose Job has no pod yet: its FailedCreate Events say why (quota: the
+        child waits, Pending with that reason; Pod Security: no child can ever run, so
+        the search fails quoting the admission message). Then every waiting child's
+        reason goes to its NASTrial, and a long-unschedulable one to the search."""
+        if self.spec.trial.kind != "Job":
+            return
+        for index in self.waiting.due_for_events([i for i in self.podless if i in self.search.in_flight]):
+            events = await self.client.list(names.EVENTS, namespace=self.namespace, label_selector="",
+                                            field_selector=f"involvedObject.kind=Job,involvedObject.name="
+                                                           f"{self.trial_name(index)},reason=FailedCreate")
+            if not events:
+                continue
+            message = str(max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+                          .get("message") or "")[:1024]
+            if "violates PodSecurity" in message:
+                raise SearchFailed("PodSecurity", f"the namespace's Pod Security admission refuses the children's "
+                                                  f"pods: {message}")
+            self.waiting.note(index, "QuotaExceeded" if "exceeded quota" in message else "FailedCreate", message)
+        for index, (reason, message) in self.waiting.changed():
+            if index in self.search.in_flight:
+                await self._patch_trial(index, {"phase": "Pending", "reason": reason, "message": message})
+        stuck = self.waiting.longest("Unschedulable")
+        if stuck is not None and stuck[1] >= self.spec.trial.unschedulable_after_seconds:
+            if self.waiting.report(stuck[0]):
+                self._event("ChildrenUnschedulable", f"child {stuck[0]} has waited {stuck[1]:.0f} s for a node: "
+                                                     f"{stuck[2]}", warning=True)
+            self.dirty = True
 
     def _ask(self, count: int) -> list[Ticket]:
         """Up to `count` children from the engine (on its thread)."""
@@ -323,6 +358,14 @@ class SearchDriver:
             "metadata": {"name": metadata["name"], "ownerReferences": metadata.get("ownerReferences") or []},
             "status": {"containerStatuses": statuses},
         }
+        unschedulable = results.unschedulable(pod)
+        if unschedulable is not None:
+            self.waiting.note(index, "Unschedulable", unschedulable)
+            self.marked_running.discard(index)  # Running again once it is scheduled and its Job says so
+        elif index in self.waiting:
+            self.waiting.clear(index)
+            self.dirty = True  # a ChildrenUnschedulable condition may end
+        self.wake.set()
 
     def _watched_pods(self, index: int, job: dict) -> list[dict] | None:
         """The finished Job's pods from the watch, if it has delivered every pod the Job
@@ -439,10 +482,17 @@ class SearchDriver:
                     names.PODS, namespace=self.namespace, label_selector=f"job-name={event.job['metadata']['name']}"))
             result, exit_code = results.job_result(event.job, pods)
             await self._record(index, result, exit_code=exit_code, times=results.child_times(event.job, pods))
-        elif results.job_started(event.job) and index not in self.marked_running:
-            self.marked_running.add(index)
-            start = (event.job.get("status") or {}).get("startTime") or now()
-            await self._patch_trial(index, {"phase": "Running", "startTime": start})
+        else:
+            status = event.job.get("status") or {}
+            # Started by the Job controller yet no pod active: its pod could not be made
+            # (quota, admission); _inspect_waiting reads why from the Job's Events.
+            if status.get("startTime") and not status.get("active"):
+                self.podless.add(index)
+            else:
+                self.podless.discard(index)
+            if status.get("active") and index not in self.marked_running and index not in self.waiting:
+                self.marked_running.add(index)
+                await self._patch_trial(index, {"phase": "Running", "startTime": status.get("startTime") or now()})
 
     async def _record(self, index: int, result: dict, *, exit_code: int | None = None,
                       times: tuple[float | None, float | None] = (None, None)) -> None:
@@ -474,6 +524,8 @@ class SearchDriver:
         for index, result, (start, end) in verdicts:
             self.marked_running.discard(index)
             self.pods.pop(index, None)
+            self.waiting.clear(index)
+            self.podless.discard(index)
             trial_uid = self.trial_uids.pop(index, None)
             outcome = await off_loop(self.search.tell, index, result)
             self.dirty = True
@@ -533,7 +585,10 @@ class SearchDriver:
             "reason": reason,
             "message": message,
             "conditions": conditions_for(previous=status.get("conditions") or [], phase=phase, reason=reason,
-                                         message=message, generation=self.seen_generation),
+                                         message=message, generation=self.seen_generation)
+            + unschedulable_condition(previous=status.get("conditions") or [], search_name=self.name,
+                                      stuck=self.waiting.longest("Unschedulable"), generation=self.seen_generation,
+                                      after=self.spec.trial.unschedulable_after_seconds if self.spec else 0),
             "startTime": status.get("startTime") or now(),
             "completionTime": (status.get("completionTime") or now()) if phase in TERMINAL else None,
             "checkpoint": {"configMap": names.checkpoint_name(self.name),

@@ -133,8 +133,10 @@ class KubeClient:
                 return None
             raise
 
-    async def list(self, resource: Resource, *, namespace: str, label_selector: str) -> list[dict]:
-        answer = await self.request("GET", resource.path(namespace=namespace), params={"labelSelector": label_selector})
+    async def list(self, resource: Resource, *, namespace: str, label_selector: str,
+                   field_selector: str | None = None) -> list[dict]:
+        params = {"labelSelector": label_selector, **({"fieldSelector": field_selector} if field_selector else {})}
+        answer = await self.request("GET", resource.path(namespace=namespace), params=params)
         return answer.get("items") or []
 
     async def patch(

@@ -52,6 +52,7 @@ TRIALS = Resource(GROUP, VERSION, "nastrials", "NASTrial")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 PODS = Resource("", "v1", "pods", "Pod")
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+EVENTS = Resource("", "v1", "events", "Event")
 
 
 def child_prefix(search: str) -> str:

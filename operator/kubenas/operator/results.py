@@ -25,17 +25,24 @@ def job_finished(job: dict) -> bool:
     return condition(job, "Complete") is not None or condition(job, "Failed") is not None
 
 
-def job_started(job: dict) -> bool:
-    status = job.get("status") or {}
-    return bool(status.get("active") or status.get("startTime"))
-
-
 def pods_of(job: dict, pods: Iterable[dict]) -> list[dict]:
     """The pods the Job itself made (its controller reference): anyone may create a pod
     carrying a child's labels, but not one owned by the operator's Job."""
     uid = job["metadata"].get("uid")
     return [pod for pod in pods if any(ref.get("uid") == uid and ref.get("controller")
                                        for ref in pod["metadata"].get("ownerReferences") or [])]
+
+
+def unschedulable(pod: dict) -> str | None:
+    """The scheduler's message if no node can take this pod now, else None."""
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Pending"):
+        return None
+    for entry in status.get("conditions") or []:
+        if entry.get("type") == "PodScheduled" and entry.get("status") == "False" and \
+                entry.get("reason") == "Unschedulable":
+            return str(entry.get("message") or "no node can take the pod")[:1024]
+    return None
 
 
 def terminated_state(pod: dict) -> dict | None:

@@ -39,6 +39,25 @@ def conditions_for(
     return result
 
 
+def unschedulable_condition(*, previous: list[dict], stuck: tuple[int, float, str] | None, after: float,
+                            generation: int | None, search_name: str) -> list[dict]:
+    """`ChildrenUnschedulable`: True while some child has waited `after` seconds or more
+    for a node (`stuck`: the longest such wait); present from its first True on."""
+    old = next((c for c in previous or [] if c.get("type") == "ChildrenUnschedulable"), None)
+    true = stuck is not None and stuck[1] >= after
+    if not true and old is None:
+        return []
+    status = "True" if true else "False"
+    moved = old is None or old.get("status") != status
+    message = (f"{names.trial_name(search_name, stuck[0])} has waited {stuck[1]:.0f} s for a node: {stuck[2]}"
+               if true else "")
+    return [{
+        "type": "ChildrenUnschedulable", "status": status, "reason": "Unschedulable" if true else "Scheduled",
+        "message": message, "lastTransitionTime": now() if moved else old.get("lastTransitionTime", now()),
+        "observedGeneration": generation,
+    }]
+
+
 def child_summary(search_name: str, entry: Ranked) -> dict:
     return {
         "trial": names.trial_name(search_name, entry.index),
