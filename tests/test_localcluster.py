@@ -113,6 +113,9 @@ def test_binaries_are_the_versions_tools_pins() -> None:
     assert re.search(rf"^\s*k8s\.io/kubernetes {re.escape(binaries.KUBERNETES_VERSION)}$", go_mod, re.M)
     assert re.search(rf"^\s*helm\.sh/helm/v3 {re.escape(binaries.HELM_VERSION)}$", go_mod, re.M)
     assert re.search(rf"^\s*require go\.etcd\.io/etcd/server/v3 {re.escape(binaries.ETCD_VERSION)}$", etcd_mod, re.M)
+    toxiproxy_mod = (ROOT / "tools" / "toxiproxy" / "go.mod").read_text()
+    assert re.search(rf"^require github\.com/Shopify/toxiproxy/v2 {re.escape(binaries.TOXIPROXY_VERSION)}$",
+                     toxiproxy_mod, re.M)
     assert binaries.cache_key() == (f"k8s-{binaries.KUBERNETES_VERSION}_etcd-{binaries.ETCD_VERSION}"
                                     f"_helm-{binaries.HELM_VERSION}")
     # What was built is what is pinned.

@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
 # `make tools`: builds the real Kubernetes components (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl), Helm and etcd from the Go modules
-# pinned in tools/go.mod and tools/etcd/go.mod, into a per-user cache folder keyed by
+# kube-controller-manager, kube-scheduler, kubectl), Helm, etcd and toxiproxy from the Go
+# modules pinned in tools/go.mod, tools/etcd/go.mod and tools/toxiproxy/go.mod, into a
+# per-user cache folder keyed by
 # their versions (kubenas.localcluster.binaries reads the same key). A stamp makes a
 # second run do nothing; Go's module and build caches carry over between runs.
 # As envtest does, a $KUBEBUILDER_ASSETS folder that already holds them builds nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm)
-
-if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
-    ok=1
-    for c in "${components[@]}"; do [ -x "$KUBEBUILDER_ASSETS/$c" ] || ok=0; done
-    if [ "$ok" = 1 ]; then echo "tools: using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"; exit 0; fi
-fi
 
 version() { (cd "$1" && go list -m -f '{{.Version}}' "$2"); }
 k8s=$(version "$here" k8s.io/kubernetes)
@@ -23,6 +18,23 @@ client_go=$(version "$here" k8s.io/client-go)
 cache=${KUBENAS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenas/tools}
 dir="$cache/k8s-${k8s}_etcd-${etcd}_helm-${helm}"
 stamp="$dir/.built"
+
+# toxiproxy (the chaos suite's fault proxy), from tools/toxiproxy/go.mod: its own stamp,
+# so a new pin builds it alone (seconds), not Kubernetes again.
+toxiproxy=$(version "$here/toxiproxy" github.com/Shopify/toxiproxy/v2)
+if [ ! -f "$dir/.toxiproxy-$toxiproxy" ]; then
+    mkdir -p "$dir/bin"
+    echo "tools: building toxiproxy $toxiproxy into $dir/bin"
+    (cd "$here/toxiproxy" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/bin/toxiproxy-server" \
+        github.com/Shopify/toxiproxy/v2/cmd/server)
+    touch "$dir/.toxiproxy-$toxiproxy"
+fi
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+    ok=1
+    for c in "${components[@]}"; do [ -x "$KUBEBUILDER_ASSETS/$c" ] || ok=0; done
+    if [ "$ok" = 1 ]; then echo "tools: using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"; exit 0; fi
+fi
 if [ -f "$stamp" ]; then
     echo "tools: up to date in $dir/bin"
     exit 0

@@ -36,6 +36,18 @@ def bin_dir() -> Path:
     return cache_dir() / "bin"
 
 
+TOXIPROXY_VERSION = "v2.5.0"  # tools/toxiproxy/go.mod; built beside the others (the chaos suite's fault proxy)
+
+
+def find_toxiproxy() -> str:
+    """toxiproxy-server, built by `make tools` into the cache's bin folder."""
+    path = cache_dir() / "bin" / "toxiproxy-server"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise BinaryNotFound(f"toxiproxy-server is not built: run `make tools` (builds toxiproxy {TOXIPROXY_VERSION} "
+                             f"from its Go module into {cache_dir() / 'bin'})")
+    return str(path)
+
+
 def find(name: str) -> str:
     """The path of one component, or BinaryNotFound saying how to build it."""
     path = bin_dir() / name

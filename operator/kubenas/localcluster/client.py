@@ -50,13 +50,16 @@ class Client:
     async def request(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
                       content_type: str = "application/json", timeout: float = 30) -> Any:
         data = None if body is None else json.dumps(body)
-        async with self.session.request(method, self.server + path, data=data, params=params,
-                                        headers={"Content-Type": content_type},
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
-            text = await answer.text()
-            if answer.status >= 400:
-                raise _error(answer.status, text)
-            return json.loads(text) if text else None
+        try:
+            async with self.session.request(method, self.server + path, data=data, params=params,
+                                            headers={"Content-Type": content_type},
+                                            timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
+                text = await answer.text()
+                if answer.status >= 400:
+                    raise _error(answer.status, text)
+                return json.loads(text) if text else None
+        except aiohttp.ClientPayloadError as error:  # the API server went away mid-answer
+            raise ConnectionError(f"{method} {path}: {error}") from error
 
     async def get(self, path: str) -> dict | None:
         try:
@@ -74,14 +77,17 @@ class Client:
                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as answer:
             if answer.status >= 400:
                 raise _error(answer.status, await answer.text())
-            async for line in answer.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    status = event["object"]
-                    raise ApiError(status.get("code", 500), status.get("reason", ""), status.get("message", ""))
-                yield event
+            try:
+                async for line in answer.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event["type"] == "ERROR":
+                        status = event["object"]
+                        raise ApiError(status.get("code", 500), status.get("reason", ""), status.get("message", ""))
+                    yield event
+            except aiohttp.ClientPayloadError as error:  # the API server went away mid-stream (a restart)
+                raise ConnectionError(f"watch {path}: {error}") from error
 
 
 def _error(status: int, text: str) -> ApiError:

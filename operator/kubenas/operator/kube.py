@@ -87,7 +87,7 @@ class KubeClient:
                     raise
                 cause = str(error.status)
                 delay = max(delay, error.retry_after or 0.0)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as error:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as error:
                 delay = next(delays, None)
                 if delay is None:
                     raise ApiError(503, "ServiceUnavailable", f"{method} {path}: {error!r}") from error
