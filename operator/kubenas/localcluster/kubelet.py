@@ -56,6 +56,7 @@ from kubenas.localcluster.volumes import ContainerConfigError, Volumes, material
 
 RESTART_BACKOFF_SECONDS = (0.1, 2.0)  # first delay, cap
 CONFIG_RETRY_SECONDS = (1.0, 10.0)  # CreateContainerConfigError: first delay, cap
+STATUS_RETRY_SECONDS = (0.2, 5.0)  # a status write's back-off while the API server is away
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 log = logging.getLogger("kubenas.kubelet")
@@ -312,10 +313,28 @@ class Kubelet:
         return terminated, expired
 
     async def _write(self, pod: dict, status: dict) -> None:
+        """The pod's status, written until the API server takes it: as a real kubelet's
+        status manager does, an API server restarting (refused connections, 5xx, 429)
+        delays the write; it never loses it (a lost "Succeeded" would leave the pod
+        Running for ever)."""
         metadata = pod["metadata"]
-        await self.client.request("PATCH", f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}/status",
-                                  body={"metadata": {"uid": metadata["uid"]}, "status": status},
-                                  content_type=STRATEGIC_MERGE_PATCH)
+        delay = STATUS_RETRY_SECONDS[0]
+        while True:
+            try:
+                await self.client.request(
+                    "PATCH", f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}/status",
+                    body={"metadata": {"uid": metadata["uid"]}, "status": status}, content_type=STRATEGIC_MERGE_PATCH)
+                return
+            except ApiError as error:
+                if error.status not in (429, 500, 502, 503, 504):
+                    raise
+                why = str(error)
+            except (OSError, asyncio.TimeoutError) as error:
+                why = repr(error)
+            log.info("pod %s/%s: status write failed (%s): again in %.1f s", metadata["namespace"], metadata["name"],
+                     why, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, STATUS_RETRY_SECONDS[1])
 
     async def _remove(self, pod: dict) -> None:
         """Ends a deleted pod's graceful deletion, as the kubelet does once its containers stopped."""
