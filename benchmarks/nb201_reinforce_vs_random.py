@@ -34,17 +34,24 @@ def search_spec(*, strategy: str, seed: int, trials: int, table: str | Path) -> 
     return specs.parse_manifest(document, source=str(EXAMPLE)).spec
 
 
-def best_accuracy(spec: specs.SearchSpec, table: dict[str, float]) -> float:
-    """Best validation accuracy found by one search, children finishing in FIFO order."""
+def accuracies_by_index(spec: specs.SearchSpec, table: dict[str, float]) -> dict[int, float]:
+    """Each child's table accuracy in one search, `parallelism` children in flight,
+    finishing in FIFO order."""
     search = Search(spec)
+    accuracies: dict[int, float] = {}
     queue = []
     while not search.finished:
         while len(queue) < spec.parallelism and (ticket := search.ask()) is not None:
             queue.append(ticket)
         ticket = queue.pop(0)
-        accuracy = table[ticket.architecture["cell"]]
-        search.tell(ticket.index, {"status": "Succeeded", "validationAccuracy": [accuracy]})
-    return search.best.validation_accuracy
+        accuracies[ticket.index] = table[ticket.architecture["cell"]]
+        search.tell(ticket.index, {"status": "Succeeded", "validationAccuracy": [accuracies[ticket.index]]})
+    return accuracies
+
+
+def best_accuracy(spec: specs.SearchSpec, table: dict[str, float]) -> float:
+    """Best validation accuracy found by one search, children finishing in FIFO order."""
+    return max(accuracies_by_index(spec, table).values())
 
 
 def compare(*, seeds: range, trials: int, table_path: str | Path = TABLE) -> dict[str, list[float]]:

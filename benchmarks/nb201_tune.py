@@ -38,11 +38,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nb201_reinforce_vs_random import EXAMPLE, TABLE  # noqa: E402
+from nb201_reinforce_vs_random import EXAMPLE, TABLE, accuracies_by_index  # noqa: E402
 
 from kubenas import spec as specs  # noqa: E402
 from kubenas.evaluators import TabularEvaluator  # noqa: E402
-from kubenas.search import Search  # noqa: E402
 
 # knob -> (section of spec, field, type)
 KNOBS = {
@@ -78,16 +77,7 @@ def make_spec(base: dict, *, strategy: str, seed: int, trials: int, knobs: dict)
 def best_per_budget(spec: specs.SearchSpec, table: dict[str, float], budgets: list[int]) -> list[float]:
     """Best cifar10-val among the first N children, for each N in budgets, of one search
     run as `nb201_reinforce_vs_random.best_accuracy` runs it (FIFO, parallelism in flight)."""
-    search = Search(spec)
-    accuracies: dict[int, float] = {}
-    queue = []
-    while not search.finished:
-        while len(queue) < spec.parallelism and (ticket := search.ask()) is not None:
-            queue.append(ticket)
-        ticket = queue.pop(0)
-        accuracy = table[ticket.architecture["cell"]]
-        accuracies[ticket.index] = accuracy
-        search.tell(ticket.index, {"status": "Succeeded", "validationAccuracy": [accuracy]})
+    accuracies = accuracies_by_index(spec, table)
     return [max(accuracies[i] for i in range(budget)) for budget in budgets]
 
 
