@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/nb201_strategies.py
 	$(BIN)/python benchmarks/digits_demo.py
 	$(BIN)/python benchmarks/operator_scale.py
+	$(BIN)/python benchmarks/chaos.py
 
 # Regenerate manifests/crds/ from operator/kubenas/spec.py (tests fail when they are stale).
 crds: $(STAMP)
