@@ -268,3 +268,13 @@ def test_a_checkpoint_too_big_for_its_configmap_is_an_invalid_spec():
             check_space(spec(controller))
         assert refused.value.reason == "InvalidSpec" and refused.value.message.startswith("spec.controller:")
         assert "ConfigMap" in refused.value.message
+
+
+def test_a_container_its_node_lost_is_node_lost():
+    """A kubelet that restarted (or a node that came back) reports the containers it lost
+    as ContainerStatusUnknown: the child fails NodeLost, naming the node."""
+    pod = _pod("digits-0-x", exit_code=137, reason="ContainerStatusUnknown",
+               message="The container could not be located when the pod was terminated")
+    pod["spec"] = {"nodeName": "gpu-node-7"}
+    result, code = results.job_result(_job("Failed", "BackoffLimitExceeded"), [pod])
+    assert result["reason"] == "NodeLost" and "gpu-node-7" in result["message"] and code == 137

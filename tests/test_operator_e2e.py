@@ -335,6 +335,30 @@ def test_a_child_over_quota_waits_pending_and_runs_when_quota_frees(cluster, tmp
         operator.stop()
 
 
+def test_a_child_whose_node_is_lost_fails_node_lost_and_the_search_goes_on(cluster, operator):
+    """The kubelet is SIGKILLed while a child runs (its processes die with it) and comes
+    back: it reports the container it lost, the child fails NodeLost naming the node,
+    and the next children run on the node once it is back. (One node: Kubernetes does
+    not evict when every node is NotReady, so the node's return is what ends the pod.)"""
+    document = search_manifest("nodeloss", namespace=NS, env={"FAKE_SECONDS": "4"}, maxTrials=3, parallelism=1)
+    apply(cluster, document)
+    pods = f"/api/v1/namespaces/{NS}/pods"
+    wait_for(lambda: any(p["status"].get("phase") == "Running"
+                         for p in cluster.items(pods, labelSelector="kubenas.io/search=nodeloss")),
+             timeout=60, what="the first child running", operator=operator)
+    kubelet = cluster.local.components["kubelet"]
+    kubelet.kill()
+    time.sleep(2)
+    kubelet.start()
+    found = wait_phase(cluster, "nodeloss", "Succeeded", operator=operator, timeout=120)
+    children = trials(cluster, "nodeloss")
+    lost = [t for t in children if t["status"]["phase"] == "Failed"]
+    assert len(lost) == 1 and lost[0]["spec"]["index"] == 0, [t["status"] for t in children]
+    assert lost[0]["status"]["reason"] == "NodeLost" and cluster.local.node.name in lost[0]["status"]["message"]
+    assert [t["status"]["phase"] for t in children[1:]] == ["Succeeded", "Succeeded"]
+    assert found["status"]["trials"]["failed"] == 1
+
+
 def _architectures(cluster, name, namespace) -> list:
     return [t["spec"]["architecture"] for t in trials(cluster, name, namespace)]
 

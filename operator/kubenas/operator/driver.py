@@ -356,6 +356,7 @@ class SearchDriver:
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         self.pods.setdefault(index, {})[metadata["name"]] = {
             "metadata": {"name": metadata["name"], "ownerReferences": metadata.get("ownerReferences") or []},
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
             "status": {"containerStatuses": statuses},
         }
         unschedulable = results.unschedulable(pod)

@@ -68,6 +68,10 @@ def job_result(job: dict, pods: list[dict]) -> tuple[dict, int | None]:
     exit_code = int(state.get("exitCode", 1))
     if state.get("reason") == "OOMKilled":
         return failure("OOMKilled", f"pod {pod['metadata']['name']} ran out of memory (exit code {exit_code})"), exit_code
+    if state.get("reason") == "ContainerStatusUnknown":  # what a kubelet reports of a container it lost
+        node = (pod.get("spec") or {}).get("nodeName") or "its node"
+        return failure("NodeLost", f"pod {pod['metadata']['name']}: {node} lost the trainer's container (the node "
+                                   f"or its kubelet went away): {state.get('message') or ''}".rstrip(": ")), exit_code
     if condition(job, "Complete") is None and exit_code == 0:
         return failure((failed or {}).get("reason") or "Failed", (failed or {}).get("message") or ""), exit_code
     return judge_output(state.get("message"), exit_code=exit_code, source="termination message"), exit_code
