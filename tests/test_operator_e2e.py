@@ -86,6 +86,14 @@ def wait_phase(cluster, name, wanted, *, operator, namespace=NS, timeout=90.0) -
     return search(cluster, name, namespace)
 
 
+def wait_phase_then_stop(cluster, name, wanted, *, operator, **options) -> dict:
+    """wait_phase, then stop the operator (whatever the wait's outcome)."""
+    try:
+        return wait_phase(cluster, name, wanted, operator=operator, **options)
+    finally:
+        operator.stop()
+
+
 def condition(status: dict, kind: str) -> dict:
     return next(c for c in status["conditions"] if c["type"] == kind)
 
@@ -413,10 +421,7 @@ def test_a_crash_at_each_failpoint_changes_nothing(cluster, straight, tmp_path: 
     assert doomed.process.returncode == failpoints.EXIT_CODE, doomed.tail()
     assert f"failpoint {name}" in log.read_text()
     operator = OperatorProcess(cluster=cluster, namespace=namespace, log=log, kubeconfig=doomed.kubeconfig).start()
-    try:
-        found = wait_phase(cluster, "exact", "Succeeded", operator=operator, namespace=namespace, timeout=120)
-    finally:
-        operator.stop()
+    found = wait_phase_then_stop(cluster, "exact", "Succeeded", operator=operator, namespace=namespace, timeout=120)
     _assert_exactly_the_straight_run(cluster, namespace, found, straight)
 
 
@@ -435,10 +440,7 @@ def test_a_trial_that_does_not_match_the_replay_fails_the_search(cluster, tmp_pa
     tampered["layers"][0]["filterHeight"] = 3 if tampered["layers"][0]["filterHeight"] == 1 else 1
     cluster.merge_patch(path, {"spec": {"architecture": tampered}})
     operator = OperatorProcess(cluster=cluster, namespace=namespace, log=log, kubeconfig=doomed.kubeconfig).start()
-    try:
-        found = wait_phase(cluster, "exact", "Failed", operator=operator, namespace=namespace, timeout=60)
-    finally:
-        operator.stop()
+    found = wait_phase_then_stop(cluster, "exact", "Failed", operator=operator, namespace=namespace, timeout=60)
     assert found["status"]["reason"] == "ReplayMismatch"
     assert "exact-2 does not match" in found["status"]["message"]
     assert len(trials(cluster, "exact", namespace)) == 3
@@ -455,10 +457,7 @@ def test_a_spec_changed_while_the_operator_was_down_fails_with_checkpoint_mismat
     operator.kill()
     cluster.merge_patch(f"{NAS.format(ns=namespace)}/exact", {"spec": {"reward": {"power": 1.0}}})
     operator.start()
-    try:
-        found = wait_phase(cluster, "exact", "Failed", operator=operator, namespace=namespace, timeout=60)
-    finally:
-        operator.stop()
+    found = wait_phase_then_stop(cluster, "exact", "Failed", operator=operator, namespace=namespace, timeout=60)
     assert found["status"]["reason"] == "CheckpointMismatch"
     assert "another search space, controller, reward or seed" in found["status"]["message"]
 
@@ -474,10 +473,7 @@ def test_operator_killed_mid_search_continues_exactly(cluster, straight, tmp_pat
                  what=f"{kill_after} children", operator=operator)
         operator.kill()
         operator.start()
-    try:
-        found = wait_phase(cluster, "exact", "Succeeded", operator=operator, namespace="restart", timeout=120)
-    finally:
-        operator.stop()
+    found = wait_phase_then_stop(cluster, "exact", "Succeeded", operator=operator, namespace="restart", timeout=120)
     _assert_exactly_the_straight_run(cluster, "restart", found, straight)
 
 
@@ -496,10 +492,7 @@ def test_real_children_running_while_the_operator_is_down_are_collected(cluster,
                          for p in cluster.items(pods, labelSelector="kubenas.io/search=real-restart")),
              timeout=60, what="a child to finish while the operator is down")
     operator.start()
-    try:
-        found = wait_phase(cluster, "real-restart", "Succeeded", operator=operator, namespace=namespace, timeout=120)
-    finally:
-        operator.stop()
+    found = wait_phase_then_stop(cluster, "real-restart", "Succeeded", operator=operator, namespace=namespace, timeout=120)
     children = trials(cluster, "real-restart", namespace)
     assert [t["spec"]["index"] for t in children] == list(range(6))
     assert all(t["status"]["phase"] == "Succeeded" for t in children)

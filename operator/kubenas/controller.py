@@ -755,18 +755,23 @@ class RandomController:
         return UpdateStats(self.version, self.baseline, baseline, mean_reward, 0.0, entropy, 0.0)
 
     def state_dict(self) -> dict:
-        return {
-            "strategy": self.strategy,
-            "generator": self.generator.get_state(),
-            "baseline": self.baseline,
-            "version": self.version,
-        }
+        return sampler_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        _check_strategy(state, self.strategy)
-        self.generator.set_state(state["generator"])
-        self.baseline = state["baseline"]
-        self.version = state["version"]
+        load_sampler_state(self, state)
+
+
+def sampler_state(controller: RandomController | EvolutionController) -> dict:
+    """The checkpoint of a strategy without a policy: its RNG, baseline and version."""
+    return {"strategy": controller.strategy, "generator": controller.generator.get_state(),
+            "baseline": controller.baseline, "version": controller.version}
+
+
+def load_sampler_state(controller: RandomController | EvolutionController, state: dict) -> None:
+    _check_strategy(state, controller.strategy)
+    controller.generator.set_state(state["generator"])
+    controller.baseline = state["baseline"]
+    controller.version = state["version"]
 
 
 def random_action(decision: Decision, generator: torch.Generator) -> tuple[Action, float]:

@@ -28,10 +28,11 @@ from kubenas.controller import (
     Experience,
     Sample,
     UpdateStats,
-    _check_strategy,
     _forced,
     _moving_baseline,
+    load_sampler_state,
     random_action,
+    sampler_state,
 )
 from kubenas.spaces import Action, Choice, Decision, InvalidActions, Space, check_action
 
@@ -180,19 +181,13 @@ class EvolutionController:
 
     def state_dict(self) -> dict:
         return {
-            "strategy": self.strategy,
-            "generator": self.generator.get_state(),
-            "baseline": self.baseline,
-            "version": self.version,
+            **sampler_state(self),
             "mutations": self.mutations,
             "population": [json.dumps(asdict(member)) for member in self.population],  # oldest first
         }
 
     def load_state_dict(self, state: dict) -> None:
-        _check_strategy(state, self.strategy)
-        self.generator.set_state(state["generator"])
-        self.baseline = state["baseline"]
-        self.version = state["version"]
+        load_sampler_state(self, state)
         self.mutations = state["mutations"]
         self.population = deque(Individual(**json.loads(member)) for member in state["population"])
 

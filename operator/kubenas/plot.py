@@ -2,7 +2,7 @@
 
 `PlotWorker` draws in a second process started when a local search starts: importing
 matplotlib (half a second) then overlaps the search on another core instead of adding
-to it, and a long search's plot never stalls its loop. `plot_rewards` is the drawing.
+to it, and a long search's plot never stalls its loop. `_draw` is the drawing.
 """
 
 from __future__ import annotations
@@ -11,11 +11,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-
-
-def plot_rewards(*, records: list[dict], updates: list[dict], title: str, path: Path) -> None:
-    _draw(rewards=[r["reward"] for r in records if r.get("reward") is not None], updates=updates, title=title,
-          path=Path(path))
 
 
 def _draw(*, rewards: list[float], updates: list[dict], title: str, path: Path) -> None:

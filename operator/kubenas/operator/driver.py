@@ -119,11 +119,11 @@ def parse_spec(body: Any, settings: DriverSettings | None = None) -> specs.Searc
 CHECKPOINT_LIMIT = 1024 * 1024 * 3 // 4 - 32 * 1024
 
 
-def checkpoint_bytes(spec: specs.SearchSpec) -> int:
+def checkpoint_bytes(spec: specs.SearchSpec, search: Search | None = None) -> int:
     """About the largest checkpoint this search writes: the policy's weights with Adam's
     two moments, the children a controller holds (sampled ahead and pending for REINFORCE,
     the population for evolution) at the space's largest children, the in-flight indices."""
-    search = Search(spec)
+    search = search or Search(spec)
     controller = search.controller
     weights = sum(p.numel() for p in getattr(getattr(controller, "policy", None), "parameters", list)()) * 4
     deepest = controller.sample(trial_index=10**9)  # the depth schedule's last step
@@ -137,11 +137,12 @@ def check_space(spec: specs.SearchSpec) -> None:
     """What the schema cannot say: the space must yield a valid child (sampled by a
     throwaway controller, so the search's own RNG is untouched), and the checkpoint must
     fit the ConfigMap that holds it."""
+    throwaway = Search(spec)
     try:
-        Search(spec).controller.sample(trial_index=0)
+        throwaway.controller.sample(trial_index=0)
     except ValueError as error:
         raise SearchFailed("InvalidSpec", f"spec.searchSpace yields no valid architecture: {error}") from None
-    size = checkpoint_bytes(spec)
+    size = checkpoint_bytes(spec, throwaway)
     if size > CHECKPOINT_LIMIT:
         raise SearchFailed("InvalidSpec", (
             f"spec.controller: the search's checkpoint would need about {size // 1024:,} KiB, more than the "
