@@ -494,6 +494,7 @@ class SearchDriver:
                 self.podless.discard(index)
             if status.get("active") and index not in self.marked_running and index not in self.waiting:
                 self.marked_running.add(index)
+                self.dirty = True  # the running gauge and the status follow within the status interval
                 await self._patch_trial(index, {"phase": "Running", "startTime": status.get("startTime") or now()})
 
     async def _record(self, index: int, result: dict, *, exit_code: int | None = None,
