@@ -22,7 +22,7 @@ from kubenas.localcluster.volumes import ContainerConfigError, field_value
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Of the kubelet's own environment, what a container still sees: where programs are, the
 # locale, and the OpenBLAS settings some processors here need.
-PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+PASSED_THROUGH = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # The image is this machine: its Python and import path stay visible in every container,
 # even below a volume's mountPath (kubenas.localcluster.sandbox.enter).
 IMAGE_PATHS = sorted({
