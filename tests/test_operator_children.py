@@ -42,9 +42,10 @@ def test_job_carries_architecture_limits_and_conventions():
         "apiVersion": "kubenas.io/v1alpha1", "kind": "NASTrial", "name": "digits-0", "uid": "trial-uid",
         "controller": True, "blockOwnerDeletion": True}]
     assert job["spec"]["backoffLimit"] == 2
-    assert job["spec"]["activeDeadlineSeconds"] == 60
     assert job["spec"]["ttlSecondsAfterFinished"] == 30
     pod = job["spec"]["template"]["spec"]
+    # The pod's deadline, from its start on a node: waiting for quota or a node spends none of it.
+    assert pod["activeDeadlineSeconds"] == 60 and "activeDeadlineSeconds" not in job["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["restartPolicy"] == "Never"
     trainer = pod["containers"][0]
@@ -278,3 +279,48 @@ def test_a_container_its_node_lost_is_node_lost():
     pod["spec"] = {"nodeName": "gpu-node-7"}
     result, code = results.job_result(_job("Failed", "BackoffLimitExceeded"), [pod])
     assert result["reason"] == "NodeLost" and "gpu-node-7" in result["message"] and code == 137
+
+
+def _evicted(reason="DeletionByTaintManager", node="gpu-node-3"):
+    """A running pod Kubernetes took away: its DisruptionTarget condition, no terminated state."""
+    return {"metadata": {"name": "digits-4-x", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "deletionTimestamp": "2026-01-01T00:01:00Z"},
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "DisruptionTarget", "status": "True", "reason": reason,
+                 "message": "Taint manager: deleting due to NoExecute taint"}],
+                "containerStatuses": [{"state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}}]}}
+
+
+def test_a_job_failing_while_its_pod_still_terminates_is_finished():
+    """The Job controller sets FailureTarget at once and Failed only after every pod has
+    terminated: a pod evicted from a lost node stays Terminating until its kubelet returns,
+    so FailureTarget is the child's end."""
+    job = _job("FailureTarget", "BackoffLimitExceeded")
+    assert results.job_finished(job) and not results.job_finished(_job("Suspended"))
+
+
+@pytest.mark.parametrize("disruption, reason", [
+    ("DeletionByTaintManager", "NodeLost"), ("PreemptionByScheduler", "Preempted"),
+    ("EvictionByEvictionAPI", "Evicted"), ("TerminationByKubelet", "Evicted"), ("SomethingNew", "Disrupted"),
+])
+def test_a_pod_kubernetes_took_away_names_why_and_the_node(disruption, reason):
+    for job in (_job("FailureTarget", "BackoffLimitExceeded"), _job("Failed", "BackoffLimitExceeded")):
+        result, code = results.job_result(job, [_evicted(disruption)])
+        assert result["reason"] == reason and "gpu-node-3" in result["message"] and disruption in result["message"]
+        assert code is None
+
+
+def test_a_container_killed_by_an_eviction_is_the_eviction_not_a_crash():
+    pod = _evicted("TerminationByKubelet")
+    pod["status"]["containerStatuses"] = _pod("p", exit_code=137)["status"]["containerStatuses"]
+    result, code = results.job_result(_job("Failed", "BackoffLimitExceeded"), [pod])
+    assert result["reason"] == "Evicted" and code == 137
+
+
+def test_a_pod_past_its_deadline_is_deadline_exceeded():
+    pod = _pod("p", exit_code=137)
+    pod["spec"] = {"activeDeadlineSeconds": 45}
+    pod["status"]["reason"] = "DeadlineExceeded"  # the kubelet's, for the pod's activeDeadlineSeconds
+    result, code = results.job_result(_job("Failed", "BackoffLimitExceeded"), [pod])
+    assert result["reason"] == "DeadlineExceeded" and "activeDeadlineSeconds=45" in result["message"] and code == 137

@@ -294,7 +294,9 @@ class Trial(_Model):
     )
     template: PodTemplate | None = Field(None, description="Pod template of each child (kind Job).")
     tabular: Tabular | None = Field(None, description="Table settings (kind Tabular).")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="A child running longer fails (DeadlineExceeded).")
+    active_deadline_seconds: int | None = Field(None, ge=1, description=(
+        "A child whose pod runs longer fails (DeadlineExceeded); the pod's activeDeadlineSeconds, counted from its "
+        "start on a node, so time waiting for quota, admission or a node is not spent."))
     backoff_limit: int = Field(0, ge=0, description="Retries of a failed child's pod (cluster only).")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete finished Jobs after this (cluster only).")
     unschedulable_after_seconds: int = Field(

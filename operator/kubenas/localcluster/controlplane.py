@@ -56,6 +56,9 @@ class NodeOptions:
 class LocalCluster:
     workdir: Path
     node: NodeOptions = field(default_factory=NodeOptions)
+    # More process kubelets, each its own Node (named apart from `node`): with two, losing
+    # one is a partial disruption, which Kubernetes answers by evicting that node's pods.
+    extra_nodes: list[NodeOptions] = field(default_factory=list)
     audit: bool = True  # write the API server's audit log (workdir/audit.log)
     apiserver_args: list[str] = field(default_factory=list)
     controller_manager_args: list[str] = field(default_factory=list)
@@ -82,11 +85,12 @@ class LocalCluster:
             self._wait(lambda: self._etcd_healthy(), "etcd", timeout)
             self._start("kube-apiserver")
             self._wait(lambda: self._get("/readyz", raw=True) == "ok", "kube-apiserver /readyz", timeout)
-            for name in ("kube-controller-manager", "kube-scheduler", "kubelet"):
+            for name in ("kube-controller-manager", "kube-scheduler", *self.kubelets):
                 self._start(name)
             self._wait(lambda: self._component_healthy(self.ports["kube-controller-manager"]), "kube-controller-manager /healthz", timeout)
             self._wait(lambda: self._component_healthy(self.ports["kube-scheduler"]), "kube-scheduler /healthz", timeout)
-            self._wait(self._node_ready, f"node {self.node.name} Ready without the not-ready taint", timeout)
+            for node in self.nodes:
+                self._wait(lambda name=node.name: self._node_ready(name), f"node {node.name} Ready without the not-ready taint", timeout)
             self._wait(lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
                        "the default ServiceAccount", timeout)
         except BaseException:
@@ -98,8 +102,8 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        """The kubelet first (it kills its pods), then the controllers, the API server, etcd."""
-        for name in ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+        """The kubelets first (they kill their pods), then the controllers, the API server, etcd."""
+        for name in (*self.kubelets, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             if name in self.components:
                 self.components[name].stop()
 
@@ -108,6 +112,15 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def nodes(self) -> list[NodeOptions]:
+        return [self.node, *self.extra_nodes]
+
+    @property
+    def kubelets(self) -> dict[str, NodeOptions]:
+        """Component name -> its node: `kubelet` for `node`, `kubelet-NAME` for the others."""
+        return {"kubelet": self.node, **{f"kubelet-{node.name}": node for node in self.extra_nodes}}
 
     def restart(self, name: str, *, kill: bool = True) -> None:
         """Stops one component (SIGKILL, or SIGTERM with kill=False) and starts it again."""
@@ -120,14 +133,15 @@ class LocalCluster:
     def _prepare(self) -> None:
         pki = self.workdir / "pki"
         ca = self.ca = Authority(pki)
+        if len({node.name for node in self.nodes}) != len(self.nodes):
+            raise ClusterError(f"node names must differ: {[node.name for node in self.nodes]}")
         self.ports = {name: free_port() for name in
-                      ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")}
+                      ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", *self.kubelets)}
         self.server = f"https://127.0.0.1:{self.ports['kube-apiserver']}"
         serving = ca.issue("apiserver", common_name="kube-apiserver", server=True, ips=("127.0.0.1", "10.0.0.1"),
                            dns=API_SERVER_NAMES)
         kubelet_client = ca.issue("apiserver-kubelet-client", common_name="kube-apiserver-kubelet-client",
                                   organization="system:masters", client=True)
-        kubelet_serving = ca.issue("kubelet", common_name=self.node.name, server=True, ips=("127.0.0.1",), dns=("localhost",))
         sa = service_account_keys(pki)
         self.admin = ca.issue("admin", common_name="kubenas-admin", organization="system:masters", client=True)
         self._write_kubeconfig(self.kubeconfig, user={"client-certificate": str(self.admin.cert),
@@ -135,9 +149,9 @@ class LocalCluster:
         component_configs = {}
         for name, user in (("kube-controller-manager", "system:kube-controller-manager"),
                            ("kube-scheduler", "system:kube-scheduler"),
-                           ("kubelet", f"system:node:{self.node.name}")):
-            pair = ca.issue(name + "-client", common_name=user, organization="system:nodes" if name == "kubelet" else None,
-                            client=True)
+                           *((kubelet, f"system:node:{node.name}") for kubelet, node in self.kubelets.items())):
+            pair = ca.issue(name + "-client", common_name=user,
+                            organization="system:nodes" if name.startswith("kubelet") else None, client=True)
             component_configs[name] = self.workdir / f"{name}.kubeconfig"
             self._write_kubeconfig(component_configs[name], user={"client-certificate": str(pair.cert),
                                                                   "client-key": str(pair.key)})
@@ -187,16 +201,18 @@ class LocalCluster:
                 "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics", "--profiling=false",
                 *self.scheduler_args,
             ], log=logs / "kube-scheduler.log"),
-            "kubelet": Component("kubelet", [
-                sys.executable, "-m", "kubenas.localcluster.kubelet",
-                f"--kubeconfig={component_configs['kubelet']}", f"--node-name={self.node.name}",
-                f"--workdir={self.workdir / 'node'}", f"--port={self.ports['kubelet']}",
-                f"--tls-cert={kubelet_serving.cert}", f"--tls-key={kubelet_serving.key}", f"--client-ca={ca.cert}",
-                f"--cpu={self.node.cpu}", f"--memory={self.node.memory}", f"--pods={self.node.pods}",
-                f"--gpus={self.node.gpus}",
-                *([f"--image-map={self.node.image_map}"] if self.node.image_map else []), *self.node.extra_args,
-            ], log=logs / "kubelet.log"),
         }
+        for kubelet, node in self.kubelets.items():
+            serving = ca.issue(kubelet, common_name=node.name, server=True, ips=("127.0.0.1",), dns=("localhost",))
+            workdir = self.workdir / ("node" if kubelet == "kubelet" else f"node-{node.name}")
+            self.components[kubelet] = Component(kubelet, [
+                sys.executable, "-m", "kubenas.localcluster.kubelet",
+                f"--kubeconfig={component_configs[kubelet]}", f"--node-name={node.name}",
+                f"--workdir={workdir}", f"--port={self.ports[kubelet]}",
+                f"--tls-cert={serving.cert}", f"--tls-key={serving.key}", f"--client-ca={ca.cert}",
+                f"--cpu={node.cpu}", f"--memory={node.memory}", f"--pods={node.pods}", f"--gpus={node.gpus}",
+                *([f"--image-map={node.image_map}"] if node.image_map else []), *node.extra_args,
+            ], log=logs / f"{kubelet}.log")
 
     def _write_kubeconfig(self, path: Path, *, user: dict, namespace: str | None = None) -> None:
         context: dict[str, Any] = {"cluster": "kubenas-local", "user": "user"}
@@ -250,8 +266,8 @@ class LocalCluster:
         with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=2, context=insecure) as answer:
             return answer.read() == b"ok"
 
-    def _node_ready(self) -> bool:
-        node = self._get(f"/api/v1/nodes/{self.node.name}")
+    def _node_ready(self, name: str) -> bool:
+        node = self._get(f"/api/v1/nodes/{name}")
         if node is None:
             return False
         ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))

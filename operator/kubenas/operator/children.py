@@ -109,6 +109,10 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: Trai
     # (check_template); no API token in the pod unless the template asks for one.
     if pod.automount_service_account_token is None:
         pod.automount_service_account_token = False
+    # The deadline is the pod's, counted from its start on a node: a Job's would count from
+    # the Job's start, so a child waiting for quota or a node would spend it waiting.
+    if pod.active_deadline_seconds is None:
+        pod.active_deadline_seconds = spec.active_deadline_seconds
     trainer = pod.containers[0]
     trainer.termination_message_path = trainer.termination_message_path or TERMINATION_LOG
     trainer.termination_message_policy = "FallbackToLogsOnError"  # a crash still says why
@@ -132,7 +136,6 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: Trai
         spec=k8s.V1JobSpec(
             template=template,
             backoff_limit=spec.backoff_limit,
-            active_deadline_seconds=spec.active_deadline_seconds,
             ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
         ),
     )

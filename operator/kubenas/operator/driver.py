@@ -355,10 +355,15 @@ class SearchDriver:
             return
         metadata = pod["metadata"]
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        disrupted = [entry for entry in (pod.get("status") or {}).get("conditions") or []
+                     if entry.get("type") == "DisruptionTarget"]  # why Kubernetes took it away
         self.pods.setdefault(index, {})[metadata["name"]] = {
-            "metadata": {"name": metadata["name"], "ownerReferences": metadata.get("ownerReferences") or []},
-            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
-            "status": {"containerStatuses": statuses},
+            "metadata": {"name": metadata["name"], "ownerReferences": metadata.get("ownerReferences") or [],
+                         "creationTimestamp": metadata.get("creationTimestamp")},
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName"),
+                     "activeDeadlineSeconds": (pod.get("spec") or {}).get("activeDeadlineSeconds")},
+            "status": {"containerStatuses": statuses, "conditions": disrupted,
+                       "reason": (pod.get("status") or {}).get("reason")},
         }
         unschedulable = results.unschedulable(pod)
         if unschedulable is not None:
@@ -375,7 +380,8 @@ class SearchDriver:
         pods = results.pods_of(job, self.pods.get(index, {}).values())
         status = job.get("status") or {}
         finished = int(status.get("succeeded") or 0) + int(status.get("failed") or 0)
-        terminated = sum(results.terminated_state(pod) is not None for pod in pods)
+        terminated = sum(results.terminated_state(pod) is not None or results.disruption(pod) is not None
+                         for pod in pods)
         return pods if finished and terminated >= finished else None
 
     async def _wait(self) -> None:

@@ -21,8 +21,36 @@ def condition(obj: dict, kind: str) -> dict | None:
     return None
 
 
+def job_failed(job: dict) -> dict | None:
+    """The Job's failure condition: Failed, or FailureTarget, which the Job controller sets
+    as soon as the Job has failed while it waits for pods still terminating (a pod evicted
+    from a lost node stays Terminating until its kubelet comes back)."""
+    return condition(job, "Failed") or condition(job, "FailureTarget")
+
+
 def job_finished(job: dict) -> bool:
-    return condition(job, "Complete") is not None or condition(job, "Failed") is not None
+    return condition(job, "Complete") is not None or job_failed(job) is not None
+
+
+# Why Kubernetes disrupted a pod (its DisruptionTarget condition's reason) -> the child's reason.
+DISRUPTIONS = {
+    "DeletionByTaintManager": "NodeLost",  # evicted by a NoExecute taint: its node is unreachable or not ready
+    "PreemptionByScheduler": "Preempted",  # a higher-priority pod took its place
+    "EvictionByEvictionAPI": "Evicted",    # a drain or another eviction
+    "TerminationByKubelet": "Evicted",     # node pressure or a node shutdown
+    "DeletionByPodGC": "NodeLost",         # its node was deleted or put out of service
+}
+
+
+def disruption(pod: dict) -> dict | None:
+    """A failure document for a pod Kubernetes took away, naming its node, else None."""
+    for entry in (pod.get("status") or {}).get("conditions") or []:
+        if entry.get("type") == "DisruptionTarget" and entry.get("status") == "True":
+            reason = DISRUPTIONS.get(str(entry.get("reason")), "Disrupted")
+            node = (pod.get("spec") or {}).get("nodeName") or "its node"
+            return failure(reason, f"pod {pod['metadata']['name']} on {node}: {entry.get('reason')}: "
+                                   f"{str(entry.get('message') or '')[:512]}".rstrip(": "))
+    return None
 
 
 def pods_of(job: dict, pods: Iterable[dict]) -> list[dict]:
@@ -55,17 +83,27 @@ def terminated_state(pod: dict) -> dict | None:
 
 def job_result(job: dict, pods: list[dict]) -> tuple[dict, int | None]:
     """(result document, the trainer's exit code or None) of a finished Job."""
-    failed = condition(job, "Failed")
+    failed = job_failed(job)
     if failed is not None and failed.get("reason") == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
         return failure("DeadlineExceeded", f"ran longer than activeDeadlineSeconds={deadline}"), None
     ended = [(pod, state) for pod in pods if (state := terminated_state(pod)) is not None]
+    if not ended and failed is not None:  # taken away before its trainer ended (evicted from a lost node)
+        disrupted = [found for pod in sorted(pods, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
+                     if (found := disruption(pod)) is not None]
+        if disrupted:
+            return disrupted[-1], None
     if not ended:
         why = (failed or {}).get("message") or "none of its pods reports a terminated trainer container"
         return failure((failed or {}).get("reason") or "PodMissing", why), None
     # The last pod tried is the one whose verdict stands (earlier ones were retries).
     pod, state = max(ended, key=lambda item: (item[1].get("finishedAt") or "", item[0]["metadata"]["name"]))
     exit_code = int(state.get("exitCode", 1))
+    if (pod.get("status") or {}).get("reason") == "DeadlineExceeded":  # the pod's deadline (job_object)
+        deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+        return failure("DeadlineExceeded", f"ran longer than activeDeadlineSeconds={deadline}"), exit_code
+    if condition(job, "Complete") is None and (disrupted := disruption(pod)) is not None:
+        return disrupted, exit_code  # killed because Kubernetes took the pod away, not by its own fault
     if state.get("reason") == "OOMKilled":
         return failure("OOMKilled", f"pod {pod['metadata']['name']} ran out of memory (exit code {exit_code})"), exit_code
     if state.get("reason") == "ContainerStatusUnknown":  # what a kubelet reports of a container it lost
@@ -93,7 +131,7 @@ def child_times(job: dict, pods: list[dict]) -> tuple[float | None, float | None
     states = [state for pod in pods if (state := terminated_state(pod)) is not None]
     last = max(states, key=lambda state: state.get("finishedAt") or "", default={})
     status = job.get("status") or {}
-    ended = condition(job, "Complete") or condition(job, "Failed") or {}
+    ended = condition(job, "Complete") or job_failed(job) or {}
     start = timestamp(last.get("startedAt")) or timestamp(status.get("startTime"))
     end = (timestamp(last.get("finishedAt")) or timestamp(status.get("completionTime"))
            or timestamp(ended.get("lastTransitionTime")))
