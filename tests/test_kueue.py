@@ -123,3 +123,25 @@ def test_make_tools_builds_the_kueue_the_code_expects():
     assert re.search(rf"^require sigs\.k8s\.io/kueue {re.escape(binaries.KUEUE_VERSION)}$", go_mod, re.M)
     assert "sigs.k8s.io/kueue/cmd/kueue" in (ROOT / "tools" / "kueue" / "tools.go").read_text()
     assert "sigs.k8s.io/kueue/cmd/kueue" in (ROOT / "tools" / "build.sh").read_text()
+
+
+def test_the_charts_trainer_queue_name_becomes_the_operators_default_queue():
+    import subprocess
+
+    import yaml
+
+    from tests.cluster_harness import tool
+
+    def defaults(*values: str) -> dict:
+        rendered = subprocess.run([tool("helm"), "template", "k", str(ROOT / "helm" / "kubenas"), *values],
+                                  capture_output=True, text=True, check=True).stdout
+        configmap = next(d for d in yaml.safe_load_all(rendered)
+                         if d and d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-trainer-defaults"))
+        return yaml.safe_load(configmap["data"]["trainer-defaults.yaml"])
+
+    assert "queueName" not in defaults()  # empty by default: no Kueue
+    chosen = TrainerDefaults.model_validate(defaults("--set", "trainer.queueName=gpus"))
+    assert chosen.queue_name == "gpus"
+    refused = subprocess.run([tool("helm"), "template", "k", str(ROOT / "helm" / "kubenas"),
+                              "--set", "trainer.queueName=Not_A_Name"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "queueName" in refused.stderr

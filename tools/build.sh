@@ -37,8 +37,9 @@ kueue=$(version "$here/kueue" sigs.k8s.io/kueue)
 if [ ! -f "$dir/.kueue-$kueue" ]; then
     mkdir -p "$dir/bin" "$dir/kueue-config/crds"
     echo "tools: building Kueue $kueue into $dir/bin (cold: about 6 min on 2 cores)"
-    (cd "$here/kueue" && CGO_ENABLED=0 nice go build -trimpath -ldflags "-s -w" -o "$dir/bin/kueue" \
-        sigs.k8s.io/kueue/cmd/kueue)
+    (cd "$here/kueue" && CGO_ENABLED=0 nice go build -trimpath \
+        -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$kueue -X sigs.k8s.io/kueue/pkg/version.GitCommit=" \
+        -o "$dir/bin/kueue" sigs.k8s.io/kueue/cmd/kueue)
     module=$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
     cp "$module"/config/components/crd/bases/*.yaml "$dir/kueue-config/crds/"
     cp "$module/config/components/webhook/manifests.yaml" "$dir/kueue-config/webhooks.yaml"

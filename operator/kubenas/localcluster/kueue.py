@@ -139,21 +139,32 @@ class Kueue:
                                                                "metadata": {"name": NAMESPACE}})
 
     def _install_crds(self, folder: Path, timeout: float) -> None:
-        """Every CRD of the module, as its manifests give them (v1beta2 stored; no
-        conversion webhook: only v1beta2 is used here)."""
+        """Every CRD of the module, served at its storage version only (v1beta2): the
+        module's manifests leave out the conversion webhook that would serve v1beta1
+        (kustomize patches it in), and nothing here asks for v1beta1."""
         names = []
         for path in sorted(folder.glob("*.yaml")):
             crd = yaml.safe_load(path.read_text())
+            for version in crd["spec"]["versions"]:
+                version["served"] = bool(version.get("storage"))
             names.append(crd["metadata"]["name"])
             try:
                 self.cluster.request("POST", CRDS, crd, timeout=60)
             except urllib.error.HTTPError as error:
                 if error.code != 409:
                     raise ClusterError(f"installing Kueue's CRD {path.name}: {error.code} {error.read()[:300]!r}") from None
+        # Established is not enough: Kueue's manager fails at once on a kind its discovery
+        # does not list yet ("no matches for kind"), so wait until the group serves them all.
+        plurals = {name.split(".", 1)[0] for name in names}
+        self._wait(lambda: plurals <= {resource["name"] for resource in (self.cluster.request(
+            "GET", "/apis/kueue.x-k8s.io/v1beta2") or {}).get("resources") or []}, "Kueue's kinds in discovery", timeout)
+        for plural in sorted(plurals):  # a new CRD's storage answers 429 while it initialises
+            self._wait(lambda plural=plural: self.cluster.request("GET", f"/apis/kueue.x-k8s.io/v1beta2/{plural}"),
+                       f"lists of {plural}", timeout)
         for name in names:
             self._wait(lambda name=name: any(
                 c["type"] == "Established" and c["status"] == "True"
-                for c in (self.cluster.request("GET", f"{CRDS}/{name}") or {}).get("status", {}).get("conditions", [])),
+                for c in ((self.cluster.request("GET", f"{CRDS}/{name}") or {}).get("status") or {}).get("conditions") or []),
                 f"CRD {name} established", timeout)
 
     def webhook_configurations(self, manifests: Path) -> list[dict]:
