@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make tools`: builds the real Kubernetes components (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl), Helm, etcd and toxiproxy from the Go
-# modules pinned in tools/go.mod, tools/etcd/go.mod and tools/toxiproxy/go.mod, into a
+# kube-controller-manager, kube-scheduler, kubectl), Helm, etcd, toxiproxy and Kueue from the Go
+# modules pinned in tools/go.mod, tools/etcd/go.mod, tools/toxiproxy/go.mod and tools/kueue/go.mod, into a
 # per-user cache folder keyed by
 # their versions (kubenas.localcluster.binaries reads the same key). A stamp makes a
 # second run do nothing; Go's module and build caches carry over between runs.
@@ -28,6 +28,23 @@ if [ ! -f "$dir/.toxiproxy-$toxiproxy" ]; then
     (cd "$here/toxiproxy" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/bin/toxiproxy-server" \
         github.com/Shopify/toxiproxy/v2/cmd/server)
     touch "$dir/.toxiproxy-$toxiproxy"
+fi
+
+# Kueue's controller manager (the Kueue admission tests), from tools/kueue/go.mod: its own
+# stamp too. Its CRDs and webhook manifests come from the same module zip, copied beside
+# the binary (kueue-config/), where kubenas.localcluster.kueue reads them.
+kueue=$(version "$here/kueue" sigs.k8s.io/kueue)
+if [ ! -f "$dir/.kueue-$kueue" ]; then
+    mkdir -p "$dir/bin" "$dir/kueue-config/crds"
+    echo "tools: building Kueue $kueue into $dir/bin (cold: about 6 min on 2 cores)"
+    (cd "$here/kueue" && CGO_ENABLED=0 nice go build -trimpath \
+        -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$kueue -X sigs.k8s.io/kueue/pkg/version.GitCommit=" \
+        -o "$dir/bin/kueue" sigs.k8s.io/kueue/cmd/kueue)
+    module=$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
+    cp "$module"/config/components/crd/bases/*.yaml "$dir/kueue-config/crds/"
+    cp "$module/config/components/webhook/manifests.yaml" "$dir/kueue-config/webhooks.yaml"
+    chmod -R u+w "$dir/kueue-config"
+    touch "$dir/.kueue-$kueue"
 fi
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then

@@ -101,6 +101,7 @@ def nas_status_schema() -> dict:
                 {
                     "created": _count("Children created so far."),
                     "running": _count("Children running now."),
+                    "queued": _count("Children whose Job waits for Kueue's admission (spec.trial.queueName)."),
                     "succeeded": _count("Children that succeeded."),
                     "failed": _count("Children that failed."),
                 },
@@ -170,8 +171,9 @@ def nastrial_status_schema() -> dict:
         {
             "phase": _typed(
                 "string",
-                "Pending: Job not running yet; Running; Succeeded: reward known; Failed: see reason and message.",
-                enum=["Pending", "Running", "Succeeded", "Failed"],
+                "Pending: Job not running yet; Queued: its Job waits, suspended, for Kueue's admission; Running; "
+                "Succeeded: reward known; Failed: see reason and message.",
+                enum=["Pending", "Queued", "Running", "Succeeded", "Failed"],
             ),
             "reason": _typed("string", "Machine-readable cause of the phase, in CamelCase."),
             "message": _typed("string", "Human-readable details of the phase."),
@@ -181,6 +183,8 @@ def nastrial_status_schema() -> dict:
             "exitCode": _typed("integer", "Exit code of the trainer container.", format="int32"),
             "result": _preserved_object("The trainer's result document (under 4 KiB)."),
             "startTime": _time("When the child started running."),
+            "queuedTime": _time("When the child's Job began waiting for Kueue's admission."),
+            "admissionTime": _time("When Kueue admitted the child's Job (its deadline counts from then)."),
             "completionTime": _time("When the child succeeded or failed."),
             "observedGeneration": _typed(
                 "integer", "The metadata.generation this status describes.", format="int64", minimum=0

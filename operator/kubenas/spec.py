@@ -303,6 +303,13 @@ class Trial(_Model):
         300, ge=1, description="A child whose pod no node can take for this long makes the search report the "
         "condition ChildrenUnschedulable and a Warning Event; the child keeps waiting (cluster only).",
     )
+    queue_name: str | None = Field(
+        None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A Kueue LocalQueue in the search's namespace: children's Jobs are created suspended with the "
+        "label kueue.x-k8s.io/queue-name and start when Kueue admits them within its ClusterQueue's quota "
+        "(Queued until then; the deadline counts from admission). The template's label "
+        "kueue.x-k8s.io/queue-name does the same (cluster only).",
+    )
 
     @model_validator(mode="after")
     def _kind_has_settings(self) -> Trial:

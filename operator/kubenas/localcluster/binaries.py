@@ -58,3 +58,18 @@ def find(name: str) -> str:
             f"folder holding {', '.join(COMPONENTS)}"
         )
     return str(path)
+
+
+KUEUE_VERSION = "v0.17.0"  # tools/kueue/go.mod; its CRDs and webhook manifests are copied beside it
+
+
+def find_kueue() -> tuple[str, Path]:
+    """Kueue's controller manager and the folder of its manifests (crds/, webhooks.yaml),
+    built by `make tools` into the cache (the stamp names the version they came from)."""
+    path = cache_dir() / "bin" / "kueue"
+    config = cache_dir() / "kueue-config"
+    built = (cache_dir() / f".kueue-{KUEUE_VERSION}").is_file()
+    if not (built and path.is_file() and os.access(path, os.X_OK) and (config / "webhooks.yaml").is_file()):
+        raise BinaryNotFound(f"kueue {KUEUE_VERSION} is not built: run `make tools` (builds Kueue's controller manager "
+                             f"from its Go module into {cache_dir() / 'bin'}, its manifests into {config})")
+    return str(path), config

@@ -12,7 +12,7 @@ import json
 from kubernetes import client as k8s
 
 from kubenas import spec as specs
-from kubenas.operator import names
+from kubenas.operator import names, queueing
 from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.search import Ticket
 from kubenas.spaces import summarize
@@ -100,6 +100,7 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: Trai
     result read back from the termination message."""
     search = trial["spec"]["search"]
     labels = names.child_labels(search, ticket.index)
+    queue = queueing.queue_name(spec, defaults=defaults)  # Kueue: created suspended, unsuspended at admission
     template = typed_template(spec.template, defaults=defaults)
     template.metadata = template.metadata or k8s.V1ObjectMeta()
     template.metadata.labels = {**(template.metadata.labels or {}), **labels}
@@ -131,9 +132,10 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: Trai
         metadata=k8s.V1ObjectMeta(
             name=trial["metadata"]["name"],
             namespace=trial["metadata"]["namespace"],
-            labels=labels,
+            labels={**labels, queueing.QUEUE_LABEL: queue} if queue else labels,
         ),
         spec=k8s.V1JobSpec(
+            suspend=True if queue else None,
             template=template,
             backoff_limit=spec.backoff_limit,
             ttl_seconds_after_finished=spec.ttl_seconds_after_finished,

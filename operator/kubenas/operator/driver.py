@@ -25,7 +25,7 @@ import kopf
 from kubenas import spec as specs
 from kubenas.evaluators import TabularEvaluator
 from kubenas.metrics import SearchMetrics
-from kubenas.operator import children, names, results
+from kubenas.operator import children, names, queueing, results
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
 from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.failpoints import failpoint
@@ -181,6 +181,7 @@ class SearchDriver:
         # the pod watch (Unschedulable) and the Job's FailedCreate Events (quota).
         self.waiting = WaitingChildren()
         self.podless: set[int] = set()  # children whose Job started with no pod active
+        self.queued: set[int] = set()  # children whose Job waits, suspended, for Kueue (in flight all the same)
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
 
     # -- identity --------------------------------------------------------------------
@@ -490,6 +491,8 @@ class SearchDriver:
                     names.PODS, namespace=self.namespace, label_selector=f"job-name={event.job['metadata']['name']}"))
             result, exit_code = results.job_result(event.job, pods)
             await self._record(index, result, exit_code=exit_code, times=results.child_times(event.job, pods))
+        elif await self._queued(index, event.job):
+            return
         else:
             status = event.job.get("status") or {}
             # Started by the Job controller yet no pod active: its pod could not be made
@@ -502,6 +505,25 @@ class SearchDriver:
                 self.marked_running.add(index)
                 self.dirty = True  # the running gauge and the status follow within the status interval
                 await self._patch_trial(index, {"phase": "Running", "startTime": status.get("startTime") or now()})
+
+    async def _queued(self, index: int, job: dict) -> bool:
+        """Whether the child's Job waits for Kueue's admission (its NASTrial says Queued
+        once); on admission the NASTrial records when, and the child goes on as any other."""
+        waiting = queueing.awaiting_admission(job)
+        if waiting is not None:
+            if index not in self.queued:
+                self.queued.add(index)
+                self.marked_running.discard(index)  # evicted by Kueue: it waits again
+                self.dirty = True
+                await self._patch_trial(index, {"phase": "Queued", "reason": waiting[0], "message": waiting[1],
+                                                "queuedTime": job["metadata"].get("creationTimestamp") or now()})
+            return True
+        if index in self.queued:
+            self.queued.discard(index)
+            self.dirty = True
+            await self._patch_trial(index, {"phase": "Pending", "reason": "Admitted", "message": "admitted by Kueue",
+                                            "admissionTime": (job.get("status") or {}).get("startTime") or now()})
+        return False
 
     async def _record(self, index: int, result: dict, *, exit_code: int | None = None,
                       times: tuple[float | None, float | None] = (None, None)) -> None:
@@ -535,6 +557,7 @@ class SearchDriver:
             self.pods.pop(index, None)
             self.waiting.clear(index)
             self.podless.discard(index)
+            self.queued.discard(index)
             trial_uid = self.trial_uids.pop(index, None)
             outcome = await off_loop(self.search.tell, index, result)
             self.dirty = True
@@ -605,7 +628,8 @@ class SearchDriver:
                            "updateTime": self.last_checkpoint},
         }
         if self.search is not None:
-            patch.update(search_status(search=self.search, name=self.name))
+            queue = queueing.queue_name(self.spec.trial, defaults=self.settings.trainer_defaults) if self.spec else None
+            patch.update(search_status(search=self.search, name=self.name, queued=len(self.queued) if queue else None))
             self._observe()
         await self.client.patch(names.SEARCHES, namespace=self.namespace, name=self.name,
                                 patch={"status": patch}, subresource="status")

@@ -68,8 +68,10 @@ def child_summary(search_name: str, entry: Ranked) -> dict:
     }
 
 
-def search_status(*, search: Search, name: str) -> dict:
-    """The counters, best children and controller figures (phase and conditions apart)."""
+def search_status(*, search: Search, name: str, queued: int | None = None) -> dict:
+    """The counters, best children and controller figures (phase and conditions apart).
+    `queued`: children in flight whose Job waits for Kueue's admission, not running (None:
+    the search uses no queue, and its counters have no `queued`)."""
     counters = search.counters
     update = search.last_update
     best = search.best
@@ -77,7 +79,8 @@ def search_status(*, search: Search, name: str) -> dict:
         "progress": f"{counters.succeeded}/{search.max_trials}",
         "trials": {
             "created": counters.created,
-            "running": len(search.in_flight),
+            "running": len(search.in_flight) - (queued or 0),
+            **({} if queued is None else {"queued": queued}),
             "succeeded": counters.succeeded,
             "failed": counters.failed,
         },

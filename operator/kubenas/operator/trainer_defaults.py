@@ -33,6 +33,9 @@ class TrainerDefaults(BaseModel):
                                                  description="Pod securityContext, when it sets none.")
     security_context: dict[str, Any] = Field(default_factory=dict, alias="securityContext",
                                              description="Trainer container securityContext, when it sets none.")
+    queue_name: str | None = Field(None, alias="queueName",
+                                   description="Kueue LocalQueue of children whose search names none "
+                                               "(spec.trial.queueName or the template's queue-name label).")
 
     @classmethod
     def load(cls, path: Path | str) -> TrainerDefaults:

@@ -1,0 +1,42 @@
+"""Kueue admission for children (spec.trial.queueName).
+
+A search that names a Kueue LocalQueue (spec.trial.queueName, the template's label
+`kueue.x-k8s.io/queue-name`, or the operator's default from --trainer-defaults) gets
+children's Jobs created suspended with that label. Kueue makes a Workload of each,
+admits it when its ClusterQueue's quota has room and unsuspends the Job; only then does
+the Job controller set startTime and create the pod, so activeDeadlineSeconds counts from
+admission. Until then the child is `Queued`. The operator reads only the Job itself (its
+spec.suspend and Suspended condition), so it needs no RBAC on Kueue's objects.
+"""
+
+from __future__ import annotations
+
+from kubenas import spec as specs
+from kubenas.operator.trainer_defaults import TrainerDefaults
+
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def queue_name(trial: specs.Trial, *, defaults: TrainerDefaults | None = None) -> str | None:
+    """The LocalQueue of this search's children: spec.trial.queueName, else the template's
+    label, else the operator's default (none: no Kueue, Jobs start at once)."""
+    if trial.queue_name:
+        return trial.queue_name
+    labels = ((trial.template.metadata if trial.template else None) or {}).get("labels") or {}
+    if labels.get(QUEUE_LABEL):
+        return str(labels[QUEUE_LABEL])
+    return defaults.queue_name if defaults is not None else None
+
+
+def awaiting_admission(job: dict) -> tuple[str, str] | None:
+    """(reason, message) while a Job waits, suspended, for Kueue; None once it may run.
+    A suspended Job that ran before (Kueue evicted or preempted it) waits again too."""
+    if not (job.get("spec") or {}).get("suspend"):
+        return None
+    queue = ((job.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
+    suspended = next((c for c in (job.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Suspended" and c.get("status") == "True"), None)
+    detail = f" ({suspended.get('message')})" if suspended and suspended.get("message") else ""
+    if queue:
+        return "AwaitingAdmission", f"the Job waits, suspended, for Kueue to admit it from LocalQueue {queue}{detail}"
+    return "JobSuspended", f"the Job is suspended{detail}"
