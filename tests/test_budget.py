@@ -112,3 +112,21 @@ def test_the_meter_counts_running_children_and_each_verdict_once():
     meter.record(3, Cost(50.0, 50.0))
     assert meter.settle(3, told=False) is None
     assert meter.usage.spent == Cost(195.0, 110.0)
+
+
+def test_the_cost_counters_resume_at_the_recorded_sum_once():
+    from prometheus_client import REGISTRY
+
+    from kubenas.metrics import SearchMetrics
+
+    watched = SearchMetrics(namespace="budget-unit", search="resumed")
+    labels = {"namespace": "budget-unit", "search": "resumed"}
+    read = lambda: REGISTRY.get_sample_value("kubenas_child_gpu_seconds_total", labels)  # noqa: E731
+    watched.cost_resumed(gpu_seconds=100.0, cpu_seconds=400.0)
+    watched.cost(gpu_seconds=20.0, cpu_seconds=0.0)
+    assert read() == 120.0
+    watched.cost_resumed(gpu_seconds=120.0, cpu_seconds=400.0)  # a driver restarted in the same process
+    assert read() == 120.0
+    assert REGISTRY.get_sample_value("kubenas_child_cpu_seconds_total", labels) == 400.0
+    watched.forget()
+    assert read() is None
