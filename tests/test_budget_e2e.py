@@ -1,7 +1,7 @@
 """spec.budget on real Kubernetes (kubenas.localcluster; the process kubelet's node offers
 8 nvidia.com/gpu): children requesting one GPU each, a GPU-hours budget that stops the
-search after a few; each NASTrial's gpuSeconds, the search's status.usage, the metrics,
-and the same decision from a restarted operator."""
+search after a few, its operator killed mid-child once; each NASTrial's gpuSeconds, the
+search's status.usage, the metrics, and the same decision from a restarted operator."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ def test_a_gpu_budget_ends_the_search_and_every_child_is_recorded(cluster, tmp_p
     operator = start_operator(cluster, tmp_path / "operator.log")
     try:
         apply(cluster, document)
+        # The operator killed while the first children run: its successor adopts them.
+        wait_for(lambda: any((t.get("status") or {}).get("phase") == "Running" for t in trials(cluster)),
+                 timeout=60, what="a running child", operator=operator)
+        operator.kill()
+        operator = start_operator(cluster, tmp_path / "operator-1.log")
         wait_for(lambda: (found(cluster).get("status") or {}).get("phase") == "Succeeded", timeout=90,
                  what=lambda: f"Succeeded (status: {found(cluster).get('status')})", operator=operator)
         status = found(cluster)["status"]

@@ -242,6 +242,7 @@ class SearchDriver:
             self.search, self.spec = search, spec
             self.meter.restore(recorded.values())  # before the replay: the sum of every recorded child
             await self._replay(recorded)
+            await self._meter_running()
             self.metrics.policy(search.last_update)
             self._event("Resumed", f"from policy version {search.controller.version}: "
                                    f"{search.counters.created} children created, {len(search.in_flight)} in flight")
@@ -280,6 +281,18 @@ class SearchDriver:
                 self.events.put_nowait(JobEvent(index, jobs[index], deleted=False))
             elif (result := await self._create_child(ticket, trial=recorded.get(index))) is not None:
                 await self._tell([(index, result, (None, None))])
+
+    async def _meter_running(self) -> None:
+        """After a restart, with a budget: the running children's elapsed cost before the
+        first decision (the pod watch brings it too, but not necessarily first)."""
+        budget = self.spec.budget
+        if self.spec.trial.kind != "Job" or (budget.gpu_hours is None and budget.cpu_hours is None):
+            return
+        for pod in await self.client.list(names.PODS, namespace=self.namespace,
+                                          label_selector=f"{names.LABEL_SEARCH}={self.name}"):
+            index = (pod["metadata"].get("labels") or {}).get(names.LABEL_TRIAL_INDEX, "")
+            if index.isdigit() and int(index) in self.search.in_flight:
+                self.meter.watch_pod(int(index), pod)
 
     async def _step(self) -> None:
         self._refresh_spec()
