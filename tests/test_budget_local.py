@@ -69,3 +69,22 @@ def test_local_gpu_seconds_count_children_that_trained_on_cuda() -> None:
     assert meter.finished(1, {"device": "cpu"}, 10.0) == Cost(0.0, 40.0)
     assert meter.usage.spent == Cost(25.0, 81.0) and meter.usage.children == 3
     assert meter.spent() is None  # no budget
+
+
+def test_the_live_panel_shows_the_compute_line() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kubenas.progress import Progress
+    from kubenas.search import Search
+
+    document = job_manifest(maxTrials=10, budget={"cpuHours": 2})
+    spec = specs.parse_manifest(document).spec
+    meter = LocalMeter(spec=spec, threads=2, records=[{"gpuSeconds": 0.0, "cpuSeconds": 360.0}])
+    progress = Progress(name="fake", stream=io.StringIO(), live=False)
+    progress.usage = meter.line(remaining_children=9)
+    screen = io.StringIO()
+    Console(file=screen, width=120).print(progress._panel(Search(spec), running=0))
+    assert "compute" in screen.getvalue()
+    assert "0.100 of 2 CPU-h, 0.000 GPU-h; rest ~0.90 CPU-h, ~0.00 GPU-h" in screen.getvalue()
