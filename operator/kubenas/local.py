@@ -184,7 +184,8 @@ async def _run_search(
                         f"[{name}] {search.counters.failed} children failed, more than maxFailedTrials="
                         f"{spec.max_failed_trials}: no new children; waiting for the {len(running)} running"
                     )
-                if reason != BUDGET_EXHAUSTED and phase != "Failed" and (spent := meter.spent()) is not None:
+                if (reason != BUDGET_EXHAUSTED and phase != "Failed" and not search.exhausted
+                        and (spent := meter.spent()) is not None):
                     reason = BUDGET_EXHAUSTED  # Succeeded once the running finish
                     progress.log(f"[{name}] {spent}: no new children; waiting for the {len(running)} running")
                 while phase != "Failed" and reason != BUDGET_EXHAUSTED and not stop.is_set() and len(running) < width:
