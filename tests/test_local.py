@@ -62,6 +62,7 @@ def test_job_children_run_as_subprocesses_and_everything_is_recorded(tmp_path: P
         assert record["reward"] == pytest.approx(record["result"]["validationAccuracy"][-1] ** 3)
         assert (run_dir / "trials" / f"{i:06d}" / "log.txt").read_text().strip().startswith("{")
     best = json.loads((run_dir / "best.json").read_text())
+    assert best.pop("usage")["childrenMeasured"] == 6  # tests/test_budget_local.py checks the figures
     top = max(lines, key=lambda r: (r["reward"], -r["index"]))
     assert best == {"index": top["index"], "architecture": top["architecture"], "reward": top["reward"], "validation_accuracy": top["validationAccuracy"]}
     assert (run_dir / "reward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -145,6 +145,9 @@ def _search(args: argparse.Namespace) -> int:
         print(f"[{name}] best: child {best.index}, reward {best.reward:.4f}{accuracy} -> {run.best_file}")
         for rank, child in enumerate(search.top_k(5), start=1):
             print(f"[{name}]   #{rank} child {child.index} reward {child.reward:.4f}  {summarize(child.architecture)}")
+    if result.usage is not None:
+        print(f"[{name}] compute: {result.usage['cpuHours']:.4f} CPU-hours, {result.usage['gpuHours']:.4f} GPU-hours"
+              + (f"; stopped by spec.budget ({result.reason})" if result.reason == "BudgetExhausted" else ""))
     print(f"[{name}] records: {run.path}/ (trials.jsonl, best.json, reward.png)")
     if result.phase == "Interrupted":
         print(f"[{name}] interrupted: continue with `kubenas search {args.manifest} --resume`")

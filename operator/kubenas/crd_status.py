@@ -89,7 +89,8 @@ def nas_status_schema() -> dict:
             "phase": _typed(
                 "string",
                 "Pending: accepted, no child yet; Running: sampling and training children; Suspended: spec.suspend, "
-                "no new children; Succeeded: spec.maxTrials children finished; Failed: see reason and message.",
+                "no new children; Succeeded: spec.maxTrials children finished (or spec.budget spent: reason "
+                "BudgetExhausted); Failed: see reason and message.",
                 enum=["Pending", "Running", "Suspended", "Succeeded", "Failed"],
             ),
             "reason": _typed("string", "Machine-readable cause of the phase, in CamelCase."),
@@ -132,6 +133,23 @@ def nas_status_schema() -> dict:
                     "configMap": _typed("string", "Name of the ConfigMap holding the saved state."),
                     "policyVersion": _count("Version of the saved policy."),
                     "updateTime": _time("When the state was last saved."),
+                },
+            ),
+            "usage": _object(
+                "Compute spent, in GPU- and CPU-hours: each child's GPUs (CPUs) requested times its trainer "
+                "container's run time (see spec.budget).",
+                {
+                    "gpuHours": _typed("number", "GPU-hours of the finished children (their NASTrials' gpuSeconds)."),
+                    "cpuHours": _typed("number", "CPU-hours of the finished children (their NASTrials' cpuSeconds)."),
+                    "runningGpuHours": _typed("number", "GPU-hours the running children have used so far."),
+                    "runningCpuHours": _typed("number", "CPU-hours the running children have used so far."),
+                    "expectedRemainingGpuHours": _typed(
+                        "number", "The children not finished yet (of spec.maxTrials) at the mean GPU-hours per "
+                        "finished child."),
+                    "expectedRemainingCpuHours": _typed(
+                        "number", "The children not finished yet (of spec.maxTrials) at the mean CPU-hours per "
+                        "finished child."),
+                    "childrenMeasured": _count("Finished children in the sums."),
                 },
             ),
             "startTime": _time("When the search started."),
@@ -186,6 +204,10 @@ def nastrial_status_schema() -> dict:
             "queuedTime": _time("When the child's Job began waiting for Kueue's admission."),
             "admissionTime": _time("When Kueue admitted the child's Job (its deadline counts from then)."),
             "completionTime": _time("When the child succeeded or failed."),
+            "gpuSeconds": _typed("number", "GPUs its trainer container requested (nvidia.com/gpu) times its run "
+                                           "time, retries included.", minimum=0),
+            "cpuSeconds": _typed("number", "CPUs its trainer container requested (cpu request, else limit, else 1) "
+                                           "times its run time, retries included.", minimum=0),
             "observedGeneration": _typed(
                 "integer", "The metadata.generation this status describes.", format="int64", minimum=0
             ),

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubenas import spec as specs
+from kubenas.budget import BUDGET_EXHAUSTED
 from kubenas.evaluators import SubprocessEvaluator, TabularEvaluator
+from kubenas.local_usage import LocalMeter
 from kubenas.metrics import SearchMetrics
 from kubenas.metrics import serve as serve_metrics
 from kubenas.plot import PlotWorker
@@ -37,6 +39,7 @@ class LocalResult:
     reason: str | None
     search: Search
     run: RunDirectory
+    usage: dict | None = None  # GPU- and CPU-hours, as the operator's status.usage
 
 
 def effective_parallelism(spec: specs.SearchSpec, *, override: int | None, cores: int | None = None) -> int:
@@ -107,13 +110,18 @@ async def _run_search(
     observed = SearchMetrics(namespace=manifest.metadata.namespace, search=name)
     observed.policy(search.last_update)
     width = effective_parallelism(spec, override=parallelism)
+    threads = max(1, (os.cpu_count() or 1) // width)
     if spec.trial.kind == "Tabular":
         evaluate = TabularEvaluator(spec.trial.tabular)
     else:
-        threads = max(1, (os.cpu_count() or 1) // width)
         evaluate = SubprocessEvaluator(trial=spec.trial, trials_dir=run.trials_dir, threads_per_child=threads)
     progress = progress or Progress(name=name, live=False)
     recorded = run.recorded()
+    meter = LocalMeter(spec=spec, threads=threads, records=recorded.values())  # spec.budget, best.json's usage
+    observed.cost_resumed(gpu_seconds=meter.usage.spent.gpu_seconds, cpu_seconds=meter.usage.spent.cpu_seconds)
+
+    def usage() -> dict:
+        return meter.status(remaining_children=search.max_trials - search.counters.succeeded - search.counters.failed)
     # Children recorded before a crash but not yet in the checkpoint: tell them now.
     for index in sorted(set(search.in_flight) & set(recorded)):
         search.tell(index, recorded[index]["result"])
@@ -137,8 +145,12 @@ async def _run_search(
         if outcome is None:
             return
         told = search.counters.succeeded + search.counters.failed
-        entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told)
+        cost = meter.finished(ticket.index, result, seconds)
+        observed.cost(gpu_seconds=cost.gpu_seconds, cpu_seconds=cost.cpu_seconds)
+        entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told,
+                                 extra={"gpuSeconds": round(cost.gpu_seconds, 3), "cpuSeconds": round(cost.cpu_seconds, 3)})
         recorded[ticket.index] = entry
+        progress.usage = meter.line(remaining_children=search.max_trials - told)
         progress.finished(entry, search, running=len(running))
         observed.finished(reason=outcome.reason, reward=outcome.reward if outcome.succeeded else None,
                           duration=seconds, delay=delay)
@@ -154,6 +166,7 @@ async def _run_search(
             task = asyncio.ensure_future(evaluate(ticket))
             task.add_done_callback(lambda done: ended.setdefault(done, time.monotonic()))
             running[task] = (ticket, time.monotonic())
+            meter.started(ticket.index)
 
     try:
         with progress:
@@ -171,7 +184,11 @@ async def _run_search(
                         f"[{name}] {search.counters.failed} children failed, more than maxFailedTrials="
                         f"{spec.max_failed_trials}: no new children; waiting for the {len(running)} running"
                     )
-                while phase != "Failed" and not stop.is_set() and len(running) < width:
+                if (reason != BUDGET_EXHAUSTED and phase != "Failed" and not search.exhausted
+                        and (spent := meter.spent()) is not None):
+                    reason = BUDGET_EXHAUSTED  # Succeeded once the running finish
+                    progress.log(f"[{name}] {spent}: no new children; waiting for the {len(running)} running")
+                while phase != "Failed" and reason != BUDGET_EXHAUSTED and not stop.is_set() and len(running) < width:
                     ticket = search.ask()
                     if ticket is None:
                         break
@@ -181,13 +198,14 @@ async def _run_search(
                 observe()  # once per pass: after the records and launches of the last one
                 run.save(search)
                 if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
-                    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter)
+                    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter,
+                                     usage=usage())
                     last_plot = time.monotonic()
                 if stop.is_set():
                     phase, reason = "Interrupted", "Interrupted"
                     break
                 if not running:
-                    if search.exhausted or phase == "Failed":
+                    if search.exhausted or phase == "Failed" or reason == BUDGET_EXHAUSTED:
                         break
                     continue  # every child asked so far was already recorded (resume)
                 progress.refresh(search, running=len(running))
@@ -206,16 +224,17 @@ async def _run_search(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter)
+    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage())
     if phase in ("Succeeded", "Failed"):
         observed.phase(phase)
-    return LocalResult(phase=phase, reason=reason, search=search, run=run)
+    return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=usage())
 
 
 def _write_summaries(
-    run: RunDirectory, search: Search, name: str, *, records: list[dict], plotter: PlotWorker
+    run: RunDirectory, search: Search, name: str, *, records: list[dict], plotter: PlotWorker,
+    usage: dict | None = None,
 ) -> None:
     """best.json and reward.png, from the records already in memory (no re-read of trials.jsonl)."""
-    run.write_best(search)
+    run.write_best(search, usage=usage)
     if records:
         plotter.plot(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)

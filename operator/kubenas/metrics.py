@@ -48,6 +48,10 @@ BASELINE = Gauge("kubenas_policy_baseline", "REINFORCE baseline (moving average 
 ENTROPY = Gauge("kubenas_policy_entropy", "Mean entropy (nats) of the last update's decision sequences.", SEARCH)
 LOSS = Gauge("kubenas_policy_loss", "Loss of the last policy update.", SEARCH)
 UPDATES = Counter("kubenas_policy_updates", "Policy updates (one per batch of results).", SEARCH)
+GPU_SECONDS = Counter("kubenas_child_gpu_seconds", "GPUs requested times run time of the finished children (from the "
+                      "search's start: a restarted operator resumes at its NASTrials' sum).", SEARCH)
+CPU_SECONDS = Counter("kubenas_child_cpu_seconds", "CPUs requested times run time of the finished children (from the "
+                      "search's start: a restarted operator resumes at its NASTrials' sum).", SEARCH)
 PHASE = Gauge("kubenas_search_phase", "1 for the search's current phase, 0 for the others.", (*SEARCH, "phase"))
 
 HANDLER_ERRORS = Counter("kubenas_operator_handler_errors", "Operator handlers that raised, by handler.", ("handler",))
@@ -61,7 +65,7 @@ LOOP_LAG_MAX = Gauge("kubenas_operator_loop_lag_max_seconds", "The largest event
 HANDLER_ERRORS.labels("drive_search")  # at 0: rate() shows no errors rather than no data
 
 _PER_SEARCH = (CREATED, SUCCEEDED, RUNNING, REWARD, DURATION, RESULT_DELAY, LAST_FINISHED, BEST, BASELINE,
-               ENTROPY, LOSS, UPDATES)
+               ENTROPY, LOSS, UPDATES, GPU_SECONDS, CPU_SECONDS)
 
 
 def serve(*, port: int, host: str = "0.0.0.0") -> None:
@@ -99,6 +103,18 @@ class SearchMetrics:
         if delay is not None:
             RESULT_DELAY.labels(*self.labels).observe(max(0.0, delay))
         LAST_FINISHED.labels(*self.labels).set(time.time())
+
+    def cost(self, *, gpu_seconds: float, cpu_seconds: float) -> None:
+        """A finished child's GPU- and CPU-seconds."""
+        GPU_SECONDS.labels(*self.labels).inc(max(0.0, gpu_seconds))
+        CPU_SECONDS.labels(*self.labels).inc(max(0.0, cpu_seconds))
+
+    def cost_resumed(self, *, gpu_seconds: float, cpu_seconds: float) -> None:
+        """A driver's start: the counters from the recorded sum, so they count from the
+        search's start (raised to it, never twice: a driver restarted in this process)."""
+        for metric, total in ((GPU_SECONDS, gpu_seconds), (CPU_SECONDS, cpu_seconds)):
+            child = metric.labels(*self.labels)
+            child.inc(max(0.0, total - child._value.get()))  # prometheus-client has no public read
 
     def policy_updated(self, update: UpdateStats) -> None:
         UPDATES.labels(*self.labels).inc()

@@ -24,6 +24,7 @@ class Progress:
         self.live = self.stream.isatty() if live is None else live
         self._display: Live | None = None
         self._recent: deque[str] = deque(maxlen=5)  # the panel's last finished children
+        self.usage: str | None = None  # the panel's GPU- and CPU-hours line (set by the runner)
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -80,6 +81,8 @@ class Progress:
         rate = done / elapsed if elapsed > 0 else 0.0
         remaining = (search.max_trials - done) / rate if rate > 0 else float("nan")
         table.add_row("time", f"{elapsed:.0f}s elapsed" + (f", ~{remaining:.0f}s left" if rate > 0 else ""))
+        if self.usage is not None:
+            table.add_row("compute", self.usage)
         for number, line in enumerate(self._recent):
             table.add_row("recent" if number == 0 else "", line)
         return table

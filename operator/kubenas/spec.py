@@ -320,6 +320,20 @@ class Trial(_Model):
         return self
 
 
+class Budget(_Model):
+    """Compute the search may spend (budget.py): no child starts once the finished children's
+    GPU- (CPU-) seconds plus the running children's elapsed ones reach it; the running finish."""
+
+    gpu_hours: float | None = Field(
+        None, gt=0, description="GPU-hours: GPUs requested (the trainer container's `nvidia.com/gpu` limit, else "
+        "request) times its run time, summed over the children (none: no limit).",
+    )
+    cpu_hours: float | None = Field(
+        None, gt=0, description="CPU-hours: CPUs requested (the trainer container's cpu request, else limit, else 1; "
+        "locally the threads the runner gives each child) times its run time, summed (none: no limit).",
+    )
+
+
 class SearchSpec(_Model):
     """`spec` of a NeuralArchitectureSearch."""
 
@@ -334,6 +348,8 @@ class SearchSpec(_Model):
     )
     seed: int = Field(0, ge=0, description="Seeds the controller: same seed, same children.")
     suspend: bool = Field(False, description="Stop creating children (cluster only).")
+    budget: Budget = Field(default_factory=Budget, description="GPU- and CPU-hours the search may spend; once spent, "
+                           "it ends Succeeded with reason BudgetExhausted.")
 
     @model_validator(mode="after")
     def _tabular_fits_space(self) -> SearchSpec:

@@ -23,9 +23,10 @@ from typing import Any
 import kopf
 
 from kubenas import spec as specs
+from kubenas.budget import BUDGET_EXHAUSTED, Cost, budget_spent, usage_status
 from kubenas.evaluators import TabularEvaluator
 from kubenas.metrics import SearchMetrics
-from kubenas.operator import children, names, queueing, results
+from kubenas.operator import children, metering, names, queueing, results
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
 from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.failpoints import failpoint
@@ -183,6 +184,7 @@ class SearchDriver:
         self.podless: set[int] = set()  # children whose Job started with no pod active
         self.queued: set[int] = set()  # children whose Job waits, suspended, for Kueue (in flight all the same)
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
+        self.meter = metering.SearchMeter()  # GPU- and CPU-seconds, spec.budget
 
     # -- identity --------------------------------------------------------------------
 
@@ -239,10 +241,14 @@ class SearchDriver:
                 raise SearchFailed("CheckpointMismatch", str(error)) from None
             search.max_trials = spec.max_trials
             self.search, self.spec = search, spec
+            self.meter.restore(recorded.values())  # before the replay: the sum of every recorded child
             await self._replay(recorded)
+            await self._meter_running()
             self.metrics.policy(search.last_update)
             self._event("Resumed", f"from policy version {search.controller.version}: "
                                    f"{search.counters.created} children created, {len(search.in_flight)} in flight")
+        spent = self.meter.usage.spent
+        self.metrics.cost_resumed(gpu_seconds=spent.gpu_seconds, cpu_seconds=spent.cpu_seconds)
 
     async def _replay(self, recorded: dict[int, dict]) -> None:
         """Catch the restored engine up with what happened after its checkpoint
@@ -277,12 +283,24 @@ class SearchDriver:
             elif (result := await self._create_child(ticket, trial=recorded.get(index))) is not None:
                 await self._tell([(index, result, (None, None))])
 
+    async def _meter_running(self) -> None:
+        """After a restart, with a budget: the running children's elapsed cost before the
+        first decision (the pod watch brings it too, but not necessarily first)."""
+        budget = self.spec.budget
+        if self.spec.trial.kind != "Job" or (budget.gpu_hours is None and budget.cpu_hours is None):
+            return
+        for pod in await self.client.list(names.PODS, namespace=self.namespace,
+                                          label_selector=f"{names.LABEL_SEARCH}={self.name}"):
+            index = (pod["metadata"].get("labels") or {}).get(names.LABEL_TRIAL_INDEX, "")
+            if index.isdigit() and int(index) in self.search.in_flight:
+                self.meter.watch_pod(int(index), pod)
+
     async def _step(self) -> None:
         self._refresh_spec()
         await self._drain()
         await self._inspect_waiting()
         decision = self._decide()
-        while (decision[0] == "Running" and not self.search.exhausted
+        while (decision[0] == "Running" and decision[1] != BUDGET_EXHAUSTED and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
             await self._publish(*decision)  # at most once a second: a long burst shows progress
             room = min(self.spec.parallelism - len(self.search.in_flight), self.settings.create_concurrency)
@@ -354,6 +372,7 @@ class SearchDriver:
         """A child's pod as the watch last saw it (kept after its deletion: the result is in it)."""
         if self.search is None or index not in self.search.in_flight:
             return
+        self.meter.watch_pod(index, pod)  # a running child's elapsed cost counts against spec.budget
         metadata = pod["metadata"]
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         disrupted = [entry for entry in (pod.get("status") or {}).get("conditions") or []
@@ -440,10 +459,23 @@ class SearchDriver:
             best = search.best
             tail = f"; best {self.trial_name(best.index)} reward {best.reward:.4f}" if best else ""
             return "Succeeded", "AllTrialsDone", f"{counters.succeeded} of {search.max_trials} children succeeded{tail}"
+        if (spent := self._budget_spent()) is not None:
+            if search.in_flight:
+                return "Running", BUDGET_EXHAUSTED, f"{spent}: no new children; {len(search.in_flight)} running finish"
+            return "Succeeded", BUDGET_EXHAUSTED, f"{spent}; {counters.succeeded} of {search.max_trials} children succeeded"
         if spec.suspend:
             return "Suspended", "SuspendedBySpec", f"spec.suspend is true; {len(search.in_flight)} running children finish"
         return "Running", "Searching", (
             f"{counters.created} of {search.max_trials} children created, {len(search.in_flight)} running")
+
+    def _budget_spent(self) -> str | None:
+        """spec.budget's verdict: None while it lasts, else why not (the figures)."""
+        budget = self.spec.budget
+        if budget.gpu_hours is None and budget.cpu_hours is None:
+            return None
+        running = [i for i in self.meter.running if i in self.search.in_flight]
+        return budget_spent(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.meter.usage,
+                            running=self.meter.running_cost(), running_children=len(running))
 
     # -- children --------------------------------------------------------------------
 
@@ -483,14 +515,16 @@ class SearchDriver:
         if self.search is None or index not in self.search.in_flight:
             return  # already recorded (events repeat after restarts and relists)
         if event.deleted:
-            await self._record(index, failure("JobDeleted", "the child's Job was deleted before it finished"))
+            await self._record(index, failure("JobDeleted", "the child's Job was deleted before it finished"),
+                               cost=metering.child_cost(event.job, self.pods.get(index, {}).values()))
         elif results.job_finished(event.job):
             pods = self._watched_pods(index, event.job)
             if pods is None:
                 pods = results.pods_of(event.job, await self.client.list(
                     names.PODS, namespace=self.namespace, label_selector=f"job-name={event.job['metadata']['name']}"))
             result, exit_code = results.job_result(event.job, pods)
-            await self._record(index, result, exit_code=exit_code, times=results.child_times(event.job, pods))
+            await self._record(index, result, exit_code=exit_code, times=results.child_times(event.job, pods),
+                               cost=metering.child_cost(event.job, pods))
         elif await self._queued(index, event.job):
             return
         else:
@@ -526,14 +560,16 @@ class SearchDriver:
         return False
 
     async def _record(self, index: int, result: dict, *, exit_code: int | None = None,
-                      times: tuple[float | None, float | None] = (None, None)) -> None:
+                      times: tuple[float | None, float | None] = (None, None), cost: Cost | None = None) -> None:
         """Record a child's verdict in its NASTrial (durable) and then tell the engine.
-        `times`: the child's (start, end), unix seconds, where its pod tells them."""
-        await self._record_verdict(index, result, exit_code=exit_code)
+        `times`: the child's (start, end), unix seconds, where its pod tells them; `cost`:
+        its GPU- and CPU-seconds."""
+        await self._record_verdict(index, result, exit_code=exit_code, cost=cost)
         failpoint("after-result-recorded")
         await self._tell([(index, result, times)])
 
-    async def _record_verdict(self, index: int, result: dict, *, exit_code: int | None = None) -> None:
+    async def _record_verdict(self, index: int, result: dict, *, exit_code: int | None = None,
+                              cost: Cost | None = None) -> None:
         """The durable half: the child's verdict in its NASTrial's status."""
         reward, accuracy, reason = self.search.judge(result)
         succeeded = reason is None
@@ -546,6 +582,7 @@ class SearchDriver:
             "exitCode": exit_code,
             "result": result,
             "completionTime": now(),
+            **self.meter.record(index, cost or Cost()),
         })
 
     async def _tell(self, verdicts: list[tuple[int, dict, tuple[float | None, float | None]]]) -> None:
@@ -561,6 +598,8 @@ class SearchDriver:
             trial_uid = self.trial_uids.pop(index, None)
             outcome = await off_loop(self.search.tell, index, result)
             self.dirty = True
+            if (cost := self.meter.settle(index, told=outcome is not None)) is not None:
+                self.metrics.cost(gpu_seconds=cost.gpu_seconds, cpu_seconds=cost.cpu_seconds)
             if outcome is None:
                 continue
             reason = outcome.reason
@@ -630,6 +669,9 @@ class SearchDriver:
         if self.search is not None:
             queue = queueing.queue_name(self.spec.trial, defaults=self.settings.trainer_defaults) if self.spec else None
             patch.update(search_status(search=self.search, name=self.name, queued=len(self.queued) if queue else None))
+            told = self.search.counters.succeeded + self.search.counters.failed
+            patch["usage"] = usage_status(usage=self.meter.usage, running=self.meter.running_cost(),
+                                          remaining_children=self.search.max_trials - told)
             self._observe()
         await self.client.patch(names.SEARCHES, namespace=self.namespace, name=self.name,
                                 patch={"status": patch}, subresource="status")

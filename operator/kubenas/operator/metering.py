@@ -1,0 +1,103 @@
+"""The operator's meter of one search's GPU- and CPU-seconds (arithmetic in kubenas.budget).
+
+Durable figures are the NASTrials': each finished child's `gpuSeconds` and `cpuSeconds`
+are in its status, so a restarted operator sums them again (`restore`). Running
+children's elapsed cost comes from the pod watch (their trainer container's
+`startedAt`), which a restarted operator gets again by relisting: the same decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from kubenas.budget import Cost, Resources, Usage, cost_of, resources_of, run_seconds
+from kubenas.operator import results
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+def started(value: str | None) -> float | None:
+    """A container start as unix seconds; the zero time (a container that never ran) is none."""
+    return results.timestamp(value) or None
+
+
+def trainer_resources(pod_spec: dict | None) -> Resources:
+    """The reservation of a pod's (or pod template's) first container, the trainer."""
+    containers = (pod_spec or {}).get("containers") or [{}]
+    return resources_of(containers[0])
+
+
+def attempts(pods: Iterable[dict]) -> list[tuple[float | None, float | None]]:
+    """(start, end) of the trainer container of each pod that ran it to its end."""
+    spans = []
+    for pod in pods:
+        state = results.terminated_state(pod)
+        if state is not None:
+            spans.append((started(state.get("startedAt")), results.timestamp(state.get("finishedAt"))))
+    return spans
+
+
+def child_cost(job: dict, pods: Iterable[dict]) -> Cost:
+    """A finished child's cost: its Job template's reservation times its containers' run time."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec")
+    return cost_of(trainer_resources(template), run_seconds(attempts(pods)))
+
+
+def recorded_cost(trial: dict) -> Cost | None:
+    """What a finished NASTrial records it cost (None: not finished)."""
+    status = trial.get("status") or {}
+    if status.get("phase") not in TERMINAL:
+        return None
+    return Cost(float(status.get("gpuSeconds") or 0.0), float(status.get("cpuSeconds") or 0.0))
+
+
+def cost_fields(cost: Cost) -> dict:
+    """The NASTrial status fields of a child's cost."""
+    return {"gpuSeconds": round(cost.gpu_seconds, 3), "cpuSeconds": round(cost.cpu_seconds, 3)}
+
+
+class SearchMeter:
+    def __init__(self) -> None:
+        self.usage = Usage()
+        # index -> (reservation, container start, its end once it ended and before the verdict is in)
+        self.running: dict[int, tuple[Resources, float, float | None]] = {}
+        self.recorded: dict[int, Cost] = {}  # recorded in the NASTrial, not yet told to the engine
+
+    def restore(self, trials: Iterable[dict]) -> Cost:
+        """The finished children's sum, from their NASTrials (a driver's start)."""
+        self.usage = Usage.of(cost for trial in trials if (cost := recorded_cost(trial)) is not None)
+        return self.usage.spent
+
+    def watch_pod(self, index: int, pod: dict) -> None:
+        """A child's pod as the watch sees it: running from its trainer container's start."""
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        state = (statuses[0].get("state") or {}) if statuses else {}
+        running, ended = state.get("running") or {}, state.get("terminated") or {}
+        start = started(running.get("startedAt") or ended.get("startedAt"))
+        if start is not None:  # ended: counted to its end until its verdict is recorded
+            end = results.timestamp(ended.get("finishedAt")) if ended else None
+            self.running[index] = (trainer_resources(pod.get("spec")), start, end)
+
+    def record(self, index: int, cost: Cost) -> dict:
+        """A child's cost, as its verdict is recorded: the fields for its NASTrial."""
+        self.recorded[index] = cost
+        return cost_fields(cost)
+
+    def settle(self, index: int, *, told: bool) -> Cost | None:
+        """The child is done: its cost joins the sum if the engine took its verdict now
+        (`told`; a verdict told again after a restart is in the restored sum already)."""
+        self.running.pop(index, None)
+        cost = self.recorded.pop(index, None)
+        if told and cost is not None:
+            self.usage = self.usage.plus(cost)
+            return cost
+        return None
+
+    def running_cost(self, now: float | None = None) -> Cost:
+        """The running children's cost so far."""
+        now = time.time() if now is None else now
+        total = Cost()
+        for resources, start, end in self.running.values():
+            total = total + cost_of(resources, (end or now) - start)
+        return total

@@ -1,0 +1,132 @@
+"""The budget arithmetic (kubenas.budget) and the operator's meter of it (metering), pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubenas import spec as specs
+from kubenas.budget import (HOUR, Cost, Resources, Usage, budget_spent, cost_of, quantity, resources_of, run_seconds,
+                            usage_status)
+from kubenas.operator import metering
+from tests.cluster_harness import search_manifest
+
+
+@pytest.mark.parametrize(("value", "number"), [("500m", 0.5), ("2", 2.0), (4, 4.0), ("1.5", 1.5), ("1k", 1000.0),
+                                               ("1Gi", 2.0**30), ("250u", 0.00025), (".5", 0.5), ("1e3", 1000.0)])
+def test_quantities(value, number):
+    assert quantity(value) == pytest.approx(number)
+
+
+@pytest.mark.parametrize("value", ["", "one", "1x", True, "5 m", None])
+def test_not_quantities(value):
+    with pytest.raises(ValueError):
+        quantity(value)
+
+
+def test_resources_prefer_the_gpu_limit_and_the_cpu_request():
+    container = {"resources": {"limits": {"nvidia.com/gpu": 2, "cpu": "8"}, "requests": {"cpu": "500m"}}}
+    assert resources_of(container) == Resources(gpus=2.0, cpus=0.5)
+    assert resources_of({"resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"cpu": "3"}}}) == \
+        Resources(gpus=1.0, cpus=3.0)
+    assert resources_of({}) == Resources(gpus=0.0, cpus=1.0)  # neither: one CPU, no GPU
+    assert resources_of(None) == Resources(gpus=0.0, cpus=1.0)
+
+
+def test_a_childs_cost_is_its_reservation_times_its_run_time():
+    assert cost_of(Resources(gpus=2, cpus=4), 90.0) == Cost(gpu_seconds=180.0, cpu_seconds=360.0)
+    assert cost_of(Resources(gpus=1, cpus=1), -5.0) == Cost()  # a skewed clock never refunds
+    # Retries: each attempt's span counts; an attempt with no end does not.
+    assert run_seconds([(100.0, 130.0), (140.0, 150.0), (160.0, None), (None, 170.0)]) == 40.0
+
+
+def test_usage_sums_and_expects_the_rest_at_the_mean():
+    usage = Usage.of([Cost(100.0, 400.0), Cost(300.0, 800.0)])
+    assert usage.children == 2 and usage.spent == Cost(400.0, 1200.0)
+    assert usage.mean() == Cost(200.0, 600.0)
+    assert usage.expected_remaining(10) == Cost(2000.0, 6000.0)
+    assert Usage().expected_remaining(10) == Cost()  # no child finished: nothing to expect from
+    assert usage.expected_remaining(-1) == Cost()
+    status = usage_status(usage=usage, running=Cost(HOUR, 0.0), remaining_children=18)
+    assert status == {"gpuHours": round(400 / HOUR, 6), "cpuHours": round(1200 / HOUR, 6), "runningGpuHours": 1.0,
+                      "runningCpuHours": 0.0, "expectedRemainingGpuHours": 1.0,
+                      "expectedRemainingCpuHours": 3.0, "childrenMeasured": 2}
+
+
+def test_the_budget_counts_the_running_childrens_elapsed_time():
+    usage = Usage.of([Cost(1800.0, 0.0)])  # half a GPU-hour finished
+    assert budget_spent(gpu_hours=1.0, cpu_hours=None, usage=usage, running=Cost(1799.0, 0.0)) is None
+    message = budget_spent(gpu_hours=1.0, cpu_hours=None, usage=usage, running=Cost(1800.0, 0.0), running_children=3)
+    assert message == ("1 of spec.budget.gpuHours=1 GPU-hours spent (0.5 by 1 finished children, 0.5 so far by "
+                       "3 running)")
+    # Each limit on its own; no limit, no end.
+    assert budget_spent(gpu_hours=None, cpu_hours=None, usage=usage, running=Cost(10**9, 10**9)) is None
+    assert "cpuHours=2" in budget_spent(gpu_hours=100.0, cpu_hours=2.0, usage=Usage.of([Cost(0.0, 7200.0)]),
+                                        running=Cost())
+
+
+def test_the_spec_takes_a_budget():
+    document = search_manifest("b", namespace="n", budget={"gpuHours": 0.5, "cpuHours": 12})
+    budget = specs.parse_manifest(document).spec.budget
+    assert (budget.gpu_hours, budget.cpu_hours) == (0.5, 12.0)
+    assert specs.parse_manifest(search_manifest("b", namespace="n")).spec.budget == specs.Budget()
+    for wrong in ({"gpuHours": 0}, {"cpuHours": -1}, {"gpuHour": 1}):
+        with pytest.raises(specs.SpecError, match="budget"):
+            specs.parse_manifest(search_manifest("b", namespace="n", budget=wrong))
+
+
+def pod(*, gpus: int, running: str | None = None, started: str | None = None, finished: str | None = None) -> dict:
+    state = {"running": {"startedAt": running}} if running else \
+        {"terminated": {"startedAt": started, "finishedAt": finished, "exitCode": 0}}
+    return {"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
+            "status": {"containerStatuses": [{"state": state}]}}
+
+
+def test_a_finished_childs_cost_from_its_job_and_pods():
+    job = {"spec": {"template": {"spec": {"containers": [
+        {"resources": {"limits": {"nvidia.com/gpu": 1}, "requests": {"cpu": "2"}}}]}}}}
+    pods = [pod(gpus=1, started="2026-01-01T00:00:00Z", finished="2026-01-01T00:00:30Z"),
+            pod(gpus=1, started="2026-01-01T00:01:00Z", finished="2026-01-01T00:01:10Z")]
+    assert metering.child_cost(job, pods) == Cost(40.0, 80.0)
+    # A container that never ran (the zero time as its start) costs nothing.
+    assert metering.child_cost(job, [pod(gpus=1, started="1970-01-01T00:00:00Z",
+                                         finished="2026-01-01T00:00:30Z")]) == Cost()
+
+
+def test_the_meter_counts_running_children_and_each_verdict_once():
+    meter = metering.SearchMeter()
+    spent = meter.restore([{"status": {"phase": "Succeeded", "gpuSeconds": 10.0, "cpuSeconds": 20.0}},
+                           {"status": {"phase": "Failed", "gpuSeconds": 5.0}},
+                           {"status": {"phase": "Running", "gpuSeconds": 99.0}}])  # not finished: not counted
+    assert spent == Cost(15.0, 20.0) and meter.usage.children == 2
+    start = metering.results.timestamp("2026-01-01T00:00:00Z")
+    meter.watch_pod(7, pod(gpus=2, running="2026-01-01T00:00:00Z"))
+    assert meter.running_cost(start + 60) == Cost(120.0, 60.0)
+    # Ended: counted to its end while its verdict is on its way.
+    meter.watch_pod(7, pod(gpus=2, started="2026-01-01T00:00:00Z", finished="2026-01-01T00:01:30Z"))
+    assert meter.running_cost(start + 1000) == Cost(180.0, 90.0)
+    assert meter.record(7, Cost(180.0, 90.0)) == {"gpuSeconds": 180.0, "cpuSeconds": 90.0}
+    assert meter.settle(7, told=True) == Cost(180.0, 90.0)
+    assert meter.usage.spent == Cost(195.0, 110.0) and meter.usage.children == 3
+    assert meter.running_cost(start + 1000) == Cost()
+    # A verdict the engine had already (told again after a restart): in the restored sum, not added.
+    meter.record(3, Cost(50.0, 50.0))
+    assert meter.settle(3, told=False) is None
+    assert meter.usage.spent == Cost(195.0, 110.0)
+
+
+def test_the_cost_counters_resume_at_the_recorded_sum_once():
+    from prometheus_client import REGISTRY
+
+    from kubenas.metrics import SearchMetrics
+
+    watched = SearchMetrics(namespace="budget-unit", search="resumed")
+    labels = {"namespace": "budget-unit", "search": "resumed"}
+    read = lambda: REGISTRY.get_sample_value("kubenas_child_gpu_seconds_total", labels)  # noqa: E731
+    watched.cost_resumed(gpu_seconds=100.0, cpu_seconds=400.0)
+    watched.cost(gpu_seconds=20.0, cpu_seconds=0.0)
+    assert read() == 120.0
+    watched.cost_resumed(gpu_seconds=120.0, cpu_seconds=400.0)  # a driver restarted in the same process
+    assert read() == 120.0
+    assert REGISTRY.get_sample_value("kubenas_child_cpu_seconds_total", labels) == 400.0
+    watched.forget()
+    assert read() is None
