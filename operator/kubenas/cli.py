@@ -145,6 +145,11 @@ def _search(args: argparse.Namespace) -> int:
         print(f"[{name}] best: child {best.index}, reward {best.reward:.4f}{accuracy} -> {run.best_file}")
         for rank, child in enumerate(search.top_k(5), start=1):
             print(f"[{name}]   #{rank} child {child.index} reward {child.reward:.4f}  {summarize(child.architecture)}")
+    for entry in result.retrain or []:
+        figures = (f"test accuracy {entry['testAccuracy']:.4f}, validation accuracy {entry['validationAccuracy']:.4f}"
+                   if entry["phase"] == "Succeeded" else f"failed: {entry['reason']}")
+        print(f"[{name}] retrained #{entry['rank']} child {entry['index']}: {figures}"
+              + (f" -> {entry['modelPath']}" if entry["modelPath"] else ""))
     print(f"[{name}] records: {run.path}/ (trials.jsonl, best.json, reward.png)")
     if result.phase == "Interrupted":
         print(f"[{name}] interrupted: continue with `kubenas search {args.manifest} --resume`")
