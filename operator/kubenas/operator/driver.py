@@ -644,8 +644,8 @@ class SearchDriver:
             self._event(reason, message, warning=phase == "Failed")
         elif transition and phase == "Running" and self.phase in TERMINAL:
             self._event("Continued", message)  # maxTrials raised, or maxFailedTrials
-        elif transition and phase == "Retraining":
-            self._event("Retraining", message)
+        elif transition and phase == "Retraining" and (self.phase or status.get("phase")) != "Retraining":
+            self._event("Retraining", message)  # once, not again from a restarted operator
         self.phase = phase
         self.metrics.phase(phase)
         self.dirty = False
