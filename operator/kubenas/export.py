@@ -104,6 +104,7 @@ def export_model(*, source: Path, output: Path, in_channels: int = 3, num_classe
         check_weights(architecture, weights, in_channels=in_channels, num_classes=num_classes)
         bundled = output.with_suffix(".pt")
         text += _WEIGHTS_FOOTER.format(weights_file=bundled.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     if bundled is not None and bundled.resolve() != weights.resolve():
         shutil.copyfile(weights, bundled)
