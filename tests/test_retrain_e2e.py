@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cluster_harness import NAS, Cluster, OperatorProcess, apply, search_manifest, wait_for
 
@@ -48,6 +49,15 @@ def job_creates(cluster: Cluster, prefix: str) -> list[tuple[str, int]]:
                   if event["verb"] == "create" and event.get("objectRef", {}).get("resource") == "jobs"
                   and event["objectRef"].get("namespace") == NS and event["stage"] == "ResponseComplete"
                   and (event["objectRef"].get("name") or "").startswith(prefix))
+
+
+def test_the_api_server_refuses_retraining_a_table_search(cluster: Cluster):
+    document = search_manifest("table-retrain", namespace=NS, retrain={"topK": 2})
+    document["spec"].update(searchSpace={"type": "NB201Cell"}, trial={"kind": "Tabular", "tabular": {}})
+    refused = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(document), check=False)
+    assert refused.returncode != 0 and "retrain needs trial.kind Job" in refused.stderr
+    del document["spec"]["retrain"]
+    cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(document))  # the rest is fine
 
 
 def test_retraining_the_best_children_survives_an_operator_kill(cluster: Cluster, tmp_path: Path):
