@@ -311,3 +311,22 @@ def test_export_bundles_the_weights_and_the_module_loads_them(tmp_path: Path):
     not_weights.write_bytes(b"a text file, not a torch file")
     with pytest.raises(specs.SpecError, match="not a state_dict"):
         export_model(source=best, output=tmp_path / "m.py", in_channels=1, weights=not_weights)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trainer_on_cuda_saves_cpu_weights_that_reproduce_its_test_accuracy(tmp_path: Path):
+    """On CUDA the model is channels_last under bf16 autocast: the saved state_dict is
+    plain contiguous CPU tensors, loadable anywhere, and the test accuracy is the weights'."""
+    result_file, model = tmp_path / "result.json", tmp_path / "model.pt"
+    assert trainer_main(["--architecture", json.dumps(ARCH), "--dataset", "digits", "--epochs", "10",
+                         "--batch-size", "32", "--learning-rate", "0.05", "--device", "cuda", "--evaluate-test",
+                         "--save-model", str(model), "--result-file", str(result_file)]) == 0
+    doc = json.loads(result_file.read_text())
+    state = torch.load(model, weights_only=True)
+    assert all(t.device.type == "cpu" and t.is_contiguous() for t in state.values())
+    net = build_model(ARCH, in_channels=1, num_classes=10).eval()
+    net.load_state_dict(state)
+    data = load_dataset(name="digits", data_dir=None, device=torch.device("cpu"), seed=0, test=True)
+    with torch.no_grad():
+        correct = (net(data.test_x).argmax(1) == data.test_y).float().mean().item()
+    assert doc["device"] == "cuda" and correct == pytest.approx(doc["testAccuracy"], abs=0.02)  # bf16 vs fp32
