@@ -2,7 +2,8 @@
 milliseconds. FAKE_MODE picks its behaviour: ok (default), fail, noresult, garbage,
 sleep (FAKE_SECONDS), failodd (fails for odd trial indices), huge (a result over the
 kubelet's 4,096-byte termination message), truncated (half a result document), oom
-(allocates 400 MiB)."""
+(allocates 400 MiB). Retraining: KUBENAS_EVALUATE_TEST adds a testAccuracy, and
+KUBENAS_SAVE_MODEL is written (a stand-in file; exit 7 ModelNotSaved when it cannot be)."""
 
 import hashlib
 import json
@@ -36,6 +37,17 @@ if mode == "truncated":
 accuracy = 0.5 + hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).digest()[0] / 512
 result = {"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Succeeded",
           "validationAccuracy": [accuracy / 2, accuracy], "argv": sys.argv[1:], "threads": os.environ.get("OMP_NUM_THREADS")}
+if os.environ.get("KUBENAS_EVALUATE_TEST") == "1":
+    result["testAccuracy"] = round(accuracy - 0.01, 5)
+if os.environ.get("KUBENAS_SAVE_MODEL"):
+    try:
+        with open(os.environ["KUBENAS_SAVE_MODEL"], "w") as handle:
+            handle.write(f"fake state_dict of child {index}")
+    except OSError as error:
+        failed = {"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Failed",
+                  "reason": "ModelNotSaved", "message": str(error)}
+        open(result_file, "w").write(json.dumps(failed))
+        sys.exit(7)
 if mode == "huge":
     result["padding"] = "x" * 6000  # the kubelet keeps the first 4,096 bytes: not JSON any more
 with open(result_file, "w") as handle:

@@ -68,7 +68,7 @@ def test_search_metrics_follow_children_and_updates() -> None:
     assert value("kubenas_children_running", **labels) == 2
     assert [value("kubenas_children", **labels, phase=p) for p in metrics.CHILD_PHASES] == [1, 2, 1, 2]
     assert value("kubenas_best_reward", **labels) == 0.81
-    assert [value("kubenas_search_phase", **labels, phase=p) for p in metrics.SEARCH_PHASES] == [0, 1, 0, 0, 0]
+    assert [value("kubenas_search_phase", **labels, phase=p) for p in metrics.SEARCH_PHASES] == [0, 1, 0, 0, 0, 0]
 
     watched.phase("Failed")
     assert value("kubenas_search_phase", **labels, phase="Failed") == 1

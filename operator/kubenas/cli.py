@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, required=True, help="the .py file to write")
     export.add_argument("--in-channels", type=int, default=3, help="image channels build() defaults to (digits: 1)")
     export.add_argument("--num-classes", type=int, default=10, help="classes build() defaults to")
+    export.add_argument("--weights", type=Path, metavar="PT",
+                        help="a state_dict (a retrained child's model.pt) to bundle: copied beside the module as "
+                             "<output>.pt, loaded by the module's load()")
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf) against a cluster")
     operator.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
@@ -96,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             from kubenas.export import export_model
 
-            export_model(
-                source=args.architecture, output=args.output, in_channels=args.in_channels, num_classes=args.num_classes
+            bundled = export_model(
+                source=args.architecture, output=args.output, in_channels=args.in_channels, num_classes=args.num_classes,
+                weights=args.weights,
             )
-            print(f"wrote {args.output}")
+            print(f"wrote {args.output}" + (f" and {bundled} (its weights: load())" if bundled else ""))
             return EXIT_OK
     except specs.SpecError as error:
         print(f"kubenas: {error}", file=sys.stderr)
@@ -148,6 +152,11 @@ def _search(args: argparse.Namespace) -> int:
     if result.usage is not None:
         print(f"[{name}] compute: {result.usage['cpuHours']:.4f} CPU-hours, {result.usage['gpuHours']:.4f} GPU-hours"
               + (f"; stopped by spec.budget ({result.reason})" if result.reason == "BudgetExhausted" else ""))
+    for entry in result.retrain or []:
+        figures = (f"test accuracy {entry['testAccuracy']:.4f}, validation accuracy {entry['validationAccuracy']:.4f}"
+                   if entry["phase"] == "Succeeded" else f"failed: {entry['reason']}")
+        print(f"[{name}] retrained #{entry['rank']} child {entry['index']}: {figures}"
+              + (f" -> {entry['modelPath']}" if entry["modelPath"] else ""))
     print(f"[{name}] records: {run.path}/ (trials.jsonl, best.json, reward.png)")
     if result.phase == "Interrupted":
         print(f"[{name}] interrupted: continue with `kubenas search {args.manifest} --resume`")

@@ -29,7 +29,8 @@ and reports a violation as a Failed condition:
 - depth.maxLayers >= depth.initialLayers (CEL);
 - every macroCNN.imageSize >= macroCNN.minFeatureSize (CEL);
 - trial.kind Job needs trial.template, Tabular needs trial.tabular (CEL);
-- trial.kind Tabular needs searchSpace.type NB201Cell (CEL).
+- trial.kind Tabular needs searchSpace.type NB201Cell (CEL);
+- retrain needs trial.kind Job (CEL).
 Those marked CEL are also `x-kubernetes-validations`, so a real API server rejects the
 manifest at `kubectl apply`. The per-item rules are not: a CEL rule over an unbounded list risks the API
 server's cost budget.
@@ -74,6 +75,8 @@ _CEL_RULES = (
         "kind Job needs `template` (a pod template running the trainer)",
     ),
     ("trial", "self.kind != 'Tabular' || has(self.tabular)", "kind Tabular needs `tabular` (path and metric)"),
+    ("", "!has(self.retrain) || self.trial.kind == 'Job'",
+     "retrain needs trial.kind Job: a table has no trainer to retrain with"),
     (
         "searchSpace.macroCNN",
         "self.imageSize.all(side, side >= self.minFeatureSize)",

@@ -89,9 +89,10 @@ def nas_status_schema() -> dict:
             "phase": _typed(
                 "string",
                 "Pending: accepted, no child yet; Running: sampling and training children; Suspended: spec.suspend, "
-                "no new children; Succeeded: spec.maxTrials children finished (or spec.budget spent: reason "
-                "BudgetExhausted); Failed: see reason and message.",
-                enum=["Pending", "Running", "Suspended", "Succeeded", "Failed"],
+                "no new children; Retraining: every child done (or spec.budget spent), spec.retrain's Jobs "
+                "running; Succeeded: spec.maxTrials children finished (or spec.budget spent: reason "
+                "BudgetExhausted), and retrained; Failed: see reason and message.",
+                enum=["Pending", "Running", "Suspended", "Retraining", "Succeeded", "Failed"],
             ),
             "reason": _typed("string", "Machine-readable cause of the phase, in CamelCase."),
             "message": _typed("string", "Human-readable details of the phase."),
@@ -152,10 +153,33 @@ def nas_status_schema() -> dict:
                     "childrenMeasured": _count("Finished children in the sums."),
                 },
             ),
+            "retrain": _retrain_schema(),
             "startTime": _time("When the search started."),
             "completionTime": _time("When the search succeeded or failed."),
         },
     )
+
+
+def _retrain_schema() -> dict:
+    entry = _object(
+        "One retrained child.",
+        {
+            "rank": _count("Its rank in the search (1: the highest reward)."),
+            "trial": _typed("string", "Name of the NASTrial retrained."),
+            "index": _count("Its index in the search."),
+            "job": _typed("string", "Name of the Job that retrains it."),
+            "phase": _typed("string", "Pending, Running, Succeeded or Failed.",
+                            enum=["Pending", "Running", "Succeeded", "Failed"]),
+            "reason": _typed("string", "Why it failed (a named reason), or Succeeded."),
+            "message": _typed("string", "Details of a failure."),
+            "reward": _typed("number", "Its reward in the search."),
+            "validationAccuracy": _typed("number", "Validation accuracy of the retrained weights (the last epoch's)."),
+            "testAccuracy": _typed("number", "Test accuracy of the retrained weights, measured once at the end."),
+            "modelPath": _typed("string", "Where its state_dict was saved (spec.retrain.modelDir), if anywhere."),
+        },
+    )
+    return {"type": "array", "description": "spec.retrain: the retrained children, by rank.", "maxItems": 10,
+            "items": entry}
 
 
 def nastrial_spec_schema() -> dict:

@@ -10,6 +10,7 @@ schemas and the NASTrial spec are written by hand (kubenas.crd_status).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -137,7 +138,8 @@ def _manifests() -> dict[str, str]:
     """File name -> text of each CRD manifest (keys sorted, so the text is stable)."""
     return {
         f"{document['spec']['group']}_{document['spec']['names']['plural']}.yaml": HEADER
-        + yaml.safe_dump(document, sort_keys=True, allow_unicode=True)
+        # Through JSON: a sub-schema shared by two fields would otherwise be a YAML anchor.
+        + yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=True, allow_unicode=True)
         for document in crd_documents()
     }
 

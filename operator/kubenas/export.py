@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import pprint
+import shutil
 from pathlib import Path
 
 from kubenas import spec as specs
@@ -34,6 +35,23 @@ if __name__ == "__main__":
     images = torch.zeros(2, {in_channels}, {height}, {width})
     print(f"{{ARCHITECTURE['kind']}}: {{count_parameters(model):,}} parameters, "
           f"output {{tuple(model(images).shape)}} for input {{tuple(images.shape)}}")
+'''
+
+
+# With --weights: the state_dict travels beside the module, which loads it.
+_WEIGHTS_FOOTER = '''
+
+WEIGHTS_FILE = {weights_file!r}  # the bundled state_dict, beside this file
+
+
+def load(*, map_location: str = "cpu") -> nn.Module:
+    """The exported network with the bundled weights (the retrained child's), in eval mode."""
+    import os
+
+    model = build()
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS_FILE)
+    model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+    return model.eval()
 '''
 
 
@@ -74,6 +92,40 @@ def render_module(
     return header + inspect.getsource(models).rstrip() + "\n" + footer
 
 
-def export_model(*, source: Path, output: Path, in_channels: int = 3, num_classes: int = 10) -> None:
+def export_model(*, source: Path, output: Path, in_channels: int = 3, num_classes: int = 10,
+                 weights: Path | None = None) -> Path | None:
+    """Write the module; with `weights` (a state_dict, e.g. a retrained child's model.pt)
+    also copy it beside the module as `<output stem>.pt`, once it is checked to fit the
+    architecture. Returns that copy's path."""
     architecture = read_architecture(source)
-    output.write_text(render_module(architecture, in_channels=in_channels, num_classes=num_classes))
+    text = render_module(architecture, in_channels=in_channels, num_classes=num_classes)
+    bundled = None
+    if weights is not None:
+        check_weights(architecture, weights, in_channels=in_channels, num_classes=num_classes)
+        bundled = output.with_suffix(".pt")
+        text += _WEIGHTS_FOOTER.format(weights_file=bundled.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    if bundled is not None and bundled.resolve() != weights.resolve():
+        shutil.copyfile(weights, bundled)
+    return bundled
+
+
+def check_weights(architecture: dict, weights: Path, *, in_channels: int, num_classes: int) -> None:
+    """The state_dict must load into the architecture's network (strictly), so that the
+    exported module's load() cannot fail later. Tensors only: nothing in it is run."""
+    import torch
+
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise specs.SpecError(f"--weights {weights}: no such file") from None
+    except Exception as error:  # not a torch file, or one holding more than tensors
+        raise specs.SpecError(f"--weights {weights}: not a state_dict saved by torch.save ({type(error).__name__})") from None
+    model = models.build_model(architecture, in_channels=in_channels, num_classes=num_classes)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])[:300]
+        raise specs.SpecError(f"--weights {weights} does not fit this architecture with --in-channels {in_channels} "
+                              f"and --num-classes {num_classes} (digits: --in-channels 1): {first}") from None

@@ -23,6 +23,7 @@ from kubenas.metrics import SearchMetrics
 from kubenas.metrics import serve as serve_metrics
 from kubenas.plot import PlotWorker
 from kubenas.progress import Progress
+from kubenas.retrain_local import retrain_locally, write_retrain_summary
 from kubenas.runs import RunDirectory
 from kubenas.search import Search, Ticket
 
@@ -40,6 +41,7 @@ class LocalResult:
     search: Search
     run: RunDirectory
     usage: dict | None = None  # GPU- and CPU-hours, as the operator's status.usage
+    retrain: list[dict] | None = None  # spec.retrain's entries, by rank (kubenas.retrain_local)
 
 
 def effective_parallelism(spec: specs.SearchSpec, *, override: int | None, cores: int | None = None) -> int:
@@ -134,6 +136,7 @@ async def _run_search(
     ended: dict[asyncio.Task, float] = {}  # when each child's task finished: the result delay
     last_plot = time.monotonic()
     phase, reason = "Succeeded", None
+    retrained = None
 
     def observe() -> None:
         best = search.best
@@ -221,13 +224,21 @@ async def _run_search(
                 await asyncio.gather(*running, return_exceptions=True)
                 running.clear()
             run.save(search)
+            if phase == "Succeeded" and spec.retrain is not None and search.best is not None:
+                _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage())
+                retrained = await retrain_locally(spec=spec, search=search, run=run, name=name, width=width,
+                                                  progress=progress, stop=stop)
+                if retrained is None:
+                    phase, reason = "Interrupted", "Interrupted"
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage())
+    if retrained is not None:
+        write_retrain_summary(run, retrained)
     if phase in ("Succeeded", "Failed"):
         observed.phase(phase)
-    return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=usage())
+    return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=usage(), retrain=retrained)
 
 
 def _write_summaries(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 disable_created_metrics()  # no `<counter>_created` series beside each counter and histogram
 
 SEARCH = ("namespace", "search")
-SEARCH_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+SEARCH_PHASES = ("Pending", "Running", "Suspended", "Retraining", "Succeeded", "Failed")
 CHILD_PHASES = ("Pending", "Running", "Succeeded", "Failed")
 LOCAL_NAMESPACE = "local"
 

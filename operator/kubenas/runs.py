@@ -8,6 +8,7 @@
 - `best.json`       the best child so far
 - `reward.png`      reward per child, running best, baseline
 - `trials/NNNNNN/`  each child's result.json and log.txt
+- `retrain/NNNNNN/` spec.retrain: each retrained child's result.json, log.txt and model.pt
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RunDirectory:
         # A new search (or --restart): children left by an earlier run must not pass
         # for this run's (their result files would be picked up as finished children).
         shutil.rmtree(self.trials_dir, ignore_errors=True)
+        shutil.rmtree(self.path / "retrain", ignore_errors=True)  # spec.retrain's children (kubenas.retrain_local)
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         for stale in (self.trials_file, self.updates_file, self.best_file, self.plot_file):
             stale.unlink(missing_ok=True)

@@ -334,6 +334,50 @@ class Budget(_Model):
     )
 
 
+class RetrainTemplate(_Model):
+    """What retraining changes in the trial's pod template (its first container, the trainer)."""
+
+    args: list[str] = Field(
+        default_factory=list,
+        description="Appended to the trainer container's args. The trainer takes the last of a flag given twice, so "
+        "`[--epochs, '300']` overrides the search's `--epochs`: the longer recipe.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Environment variables set in the trainer container (same name: replaced)."
+    )
+    resources: dict[str, Any] = Field(
+        default_factory=dict,
+        description="When set, replaces the trainer container's compute resources (`requests`, `limits`).",
+    )
+
+
+# At most the engine's summary of the best children (kubenas.search.TOP_K).
+MAX_RETRAIN_TOP_K = 10
+
+
+class Retrain(_Model):
+    """The paper's last step: train the best architectures again with a longer recipe,
+    each scored once on the test set at the end."""
+
+    top_k: int = Field(
+        5, ge=1, le=MAX_RETRAIN_TOP_K,
+        description="How many of the best children (by reward; ties: the earlier child) are retrained, one Job each.",
+    )
+    template: RetrainTemplate = Field(
+        default_factory=RetrainTemplate, description="Changes to the trial's pod template for retraining (the recipe)."
+    )
+    model_dir: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="Absolute directory, on a volume the trial template mounts, where each retrained child's "
+        "state_dict is written as `<search>-retrain-<rank>.pt` (cluster only; locally: under the run directory). "
+        "None: weights are not saved.",
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="A retraining Job running longer fails (DeadlineExceeded); none by default."
+    )
+
+
 class SearchSpec(_Model):
     """`spec` of a NeuralArchitectureSearch."""
 
@@ -350,11 +394,16 @@ class SearchSpec(_Model):
     suspend: bool = Field(False, description="Stop creating children (cluster only).")
     budget: Budget = Field(default_factory=Budget, description="GPU- and CPU-hours the search may spend; once spent, "
                            "it ends Succeeded with reason BudgetExhausted.")
+    retrain: Retrain | None = Field(
+        None, description="Once every child is done, retrain the best ones with a longer recipe (none: no retraining)."
+    )
 
     @model_validator(mode="after")
     def _tabular_fits_space(self) -> SearchSpec:
         if self.trial.kind == "Tabular" and self.search_space.type != "NB201Cell":
             raise ValueError("trial.kind Tabular scores NB201Cell architectures only")
+        if self.retrain is not None and self.trial.kind != "Job":
+            raise ValueError("retrain needs trial.kind Job: a table has no trainer to retrain with")
         return self
 
 

@@ -65,11 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reward-power", type=float, default=3.0, help="reward: that accuracy to this power (default: %(default)s)")
     parser.add_argument(
+        "--evaluate-test",
+        action="store_true",
+        default=_env_flag("KUBENAS_EVALUATE_TEST"),
+        help="score the final weights on the test split once, at the end: the result gains testAccuracy "
+        "(digits: 360 images held out of training; cifar10: test_batch) (default: $KUBENAS_EVALUATE_TEST)",
+    )
+    parser.add_argument(
+        "--save-model",
+        metavar="PATH",
+        default=os.environ.get("KUBENAS_SAVE_MODEL") or None,
+        help="write the final weights' state_dict to PATH (torch.save, atomically) (default: $KUBENAS_SAVE_MODEL)",
+    )
+    parser.add_argument(
         "--result-file",
         default=default_result_file(),
         help=f"where to write the result JSON (default: $KUBENAS_RESULT_FILE, else {TERMINATION_LOG} when it exists)",
     )
     return parser
+
+
+def _env_flag(name: str) -> bool:
+    """A boolean setting from the environment: 1, true or yes (any case) mean on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def default_result_file() -> str | None:
@@ -129,6 +147,8 @@ def _run(args: argparse.Namespace) -> dict:
         reward_power=args.reward_power,
         threads=args.threads,
         max_train_samples=args.max_train_samples,
+        evaluate_test=args.evaluate_test,
+        save_model=args.save_model,
     )
     config.check()  # flag errors before the data is loaded
     device = resolve_device(config.device)
@@ -142,6 +162,7 @@ def _run(args: argparse.Namespace) -> dict:
         device=device,
         seed=args.seed,
         synthetic_samples=args.synthetic_samples,
+        test=args.evaluate_test,
     )
     return train(architecture=architecture, dataset=dataset, config=config, log=lambda line: print(line, flush=True))
 

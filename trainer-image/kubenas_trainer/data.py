@@ -1,9 +1,12 @@
 """Datasets as tensors already on the training device (no DataLoader, airbench style).
 
 - `digits`: scikit-learn's bundled 8×8 digits (no download), a fixed 360-image validation split.
-- `cifar10`: the standard `cifar-10-batches-py` pickles; the data batches only (the
-  test batch is never read), the last 5,000 images held out for validation (45k/5k as
-  in Zoph & Le). Random crop + flip augmentation per batch with tensor ops.
+  With `test=True` (`--evaluate-test`, retraining) a fixed 360-image test split is held
+  out of the training images as well: disjoint from both, and the search's own
+  train/validation split (test=False) is unchanged.
+- `cifar10`: the standard `cifar-10-batches-py` pickles; the data batches, the last
+  5,000 images held out for validation (45k/5k as in Zoph & Le); `test_batch` only with
+  `test=True`. Random crop + flip augmentation per batch with tensor ops.
 - `synthetic`: random images and labels, for speed tests.
 """
 
@@ -25,9 +28,11 @@ DATASETS = ("digits", "cifar10", "synthetic")
 # scored on the same validation images.
 DIGITS_SPLIT_SEED = 20170101
 DIGITS_VALIDATION_SIZE = 360
+DIGITS_TEST_SIZE = 360  # taken from the end of the training split, only when a test split is asked for
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
+CIFAR10_TEST_BATCH = "test_batch"
 CIFAR10_VALIDATION_SIZE = 5000
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -47,6 +52,8 @@ class Dataset:
     in_channels: int
     image_size: tuple[int, int]  # (height, width)
     augment: bool  # whether training batches get random crop + horizontal flip
+    test_x: torch.Tensor | None = None  # the test split, loaded only when asked for (retraining)
+    test_y: torch.Tensor | None = None
 
 
 def load_dataset(
@@ -58,18 +65,20 @@ def load_dataset(
     synthetic_samples: int = 1024,
     synthetic_shape: tuple[int, int, int] = (3, 32, 32),
     synthetic_classes: int = 10,
+    test: bool = False,
 ) -> Dataset:
     """Load `name` onto `device`. `seed` only affects the synthetic data; the digits and
-    CIFAR-10 splits are fixed."""
+    CIFAR-10 splits are fixed. `test`: also load the test split (`test_x`, `test_y`)."""
     if name == "digits":
-        return _load_digits(device=device)
+        return _load_digits(device=device, test=test)
     if name == "cifar10":
         if not data_dir:
             raise DataNotFound("cifar10 needs a data directory (--data-dir or KUBENAS_DATA_DIR)")
-        return _load_cifar10(data_dir=Path(data_dir), device=device)
+        return _load_cifar10(data_dir=Path(data_dir), device=device, test=test)
     if name == "synthetic":
         return _make_synthetic(
-            samples=synthetic_samples, shape=synthetic_shape, classes=synthetic_classes, seed=seed, device=device
+            samples=synthetic_samples, shape=synthetic_shape, classes=synthetic_classes, seed=seed, device=device,
+            test=test,
         )
     raise InvalidArguments(f"unknown dataset {name!r} (one of {', '.join(DATASETS)})")
 
@@ -94,7 +103,7 @@ def augment_batch(images: torch.Tensor, *, padding: int = CROP_PADDING) -> torch
     return cropped.permute(0, 3, 1, 2)
 
 
-def _load_digits(*, device: torch.device) -> Dataset:
+def _load_digits(*, device: torch.device, test: bool = False) -> Dataset:
     from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
 
     digits = load_digits()
@@ -105,16 +114,25 @@ def _load_digits(*, device: torch.device) -> Dataset:
     # Standardise with the training split's statistics (one scalar: corner pixels are constant).
     mean, std = images[train_index].mean(), images[train_index].std()
     images = ((images - mean) / std).reshape(-1, 1, 8, 8)
+    test_index = None
+    if test:  # held out of training too; the statistics above stay the search's, so inputs match
+        train_index, test_index = train_index[:-DIGITS_TEST_SIZE], train_index[-DIGITS_TEST_SIZE:]
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(device)
+
     return Dataset(
         name="digits",
-        train_x=torch.from_numpy(images[train_index]).to(device),
-        train_y=torch.from_numpy(labels[train_index]).to(device),
-        val_x=torch.from_numpy(images[val_index]).to(device),
-        val_y=torch.from_numpy(labels[val_index]).to(device),
+        train_x=tensor(images[train_index]),
+        train_y=tensor(labels[train_index]),
+        val_x=tensor(images[val_index]),
+        val_y=tensor(labels[val_index]),
         num_classes=10,
         in_channels=1,
         image_size=(8, 8),
         augment=False,
+        test_x=None if test_index is None else tensor(images[test_index]),
+        test_y=None if test_index is None else tensor(labels[test_index]),
     )
 
 
@@ -165,7 +183,7 @@ def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def _load_cifar10(*, data_dir: Path, device: torch.device) -> Dataset:
+def _load_cifar10(*, data_dir: Path, device: torch.device, test: bool = False) -> Dataset:
     batch_dir = _cifar10_batch_dir(data_dir)
     present = [name for name in CIFAR10_BATCHES if (batch_dir / name).is_file()]
     # The batches in use must be data_batch_1..k: a gap means a broken copy, not a smaller set.
@@ -180,11 +198,15 @@ def _load_cifar10(*, data_dir: Path, device: torch.device) -> Dataset:
         raise DataNotFound(f"cifar10: {str(batch_dir)!r} holds {len(data)} image(s); need at least 2")
     val_size = CIFAR10_VALIDATION_SIZE if len(data) >= 50_000 else max(1, len(data) // 10)
 
-    # uint8 -> float on the device (4x less to copy), then normalise there.
-    images = torch.from_numpy(data).to(device).view(-1, 3, 32, 32).float().div_(255)
-    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)
-    images = (images - mean) / std
+    test_x = test_y = None
+    if test:
+        if not (batch_dir / CIFAR10_TEST_BATCH).is_file():
+            raise DataNotFound(f"cifar10: {str(batch_dir / CIFAR10_TEST_BATCH)!r} is missing (needed by --evaluate-test)")
+        test_data, test_labels = _read_cifar10_batch(batch_dir / CIFAR10_TEST_BATCH)
+        if len(test_data) < 1:
+            raise DataNotFound(f"cifar10: {str(batch_dir / CIFAR10_TEST_BATCH)!r} holds no image")
+        test_x, test_y = _cifar10_images(test_data, device=device), torch.from_numpy(test_labels).to(device)
+    images = _cifar10_images(data, device=device)
     targets = torch.from_numpy(labels).to(device)
     return Dataset(
         name="cifar10",
@@ -196,11 +218,21 @@ def _load_cifar10(*, data_dir: Path, device: torch.device) -> Dataset:
         in_channels=3,
         image_size=(32, 32),
         augment=True,
+        test_x=test_x,
+        test_y=test_y,
     )
 
 
+def _cifar10_images(data: np.ndarray, *, device: torch.device) -> torch.Tensor:
+    """uint8 (N, 3072) -> normalised float NCHW: converted on the device (4x less to copy)."""
+    images = torch.from_numpy(data).to(device).view(-1, 3, 32, 32).float().div_(255)
+    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 def _make_synthetic(
-    *, samples: int, shape: tuple[int, int, int], classes: int, seed: int, device: torch.device
+    *, samples: int, shape: tuple[int, int, int], classes: int, seed: int, device: torch.device, test: bool = False
 ) -> Dataset:
     if samples < 2:
         raise InvalidArguments(f"--synthetic-samples: must be >= 2, got {samples}")
@@ -208,6 +240,9 @@ def _make_synthetic(
     images = torch.randn((samples, *shape), generator=generator)
     labels = torch.randint(0, classes, (samples,), generator=generator)
     val_size = max(1, samples // 10)
+    # The test images come after the others from the same generator: the rest are unchanged.
+    test_x = torch.randn((val_size, *shape), generator=generator).to(device) if test else None
+    test_y = torch.randint(0, classes, (val_size,), generator=generator).to(device) if test else None
     return Dataset(
         name="synthetic",
         train_x=images[:-val_size].to(device),
@@ -218,4 +253,6 @@ def _make_synthetic(
         in_channels=shape[0],
         image_size=(shape[1], shape[2]),
         augment=False,
+        test_x=test_x,
+        test_y=test_y,
     )

@@ -59,3 +59,10 @@ class OutOfMemory(TrainerError):
 
     reason = "OutOfMemory"
     exit_code = 6
+
+
+class ModelNotSaved(TrainerError):
+    """--save-model: the state_dict could not be written (no volume there, no space, read-only)."""
+
+    reason = "ModelNotSaved"
+    exit_code = 7

@@ -33,6 +33,7 @@ def success_result(
     train_seconds: float,
     dataset: str,
     device: str,
+    test_accuracy: float | None = None,
 ) -> dict:
     """The Succeeded document, trimmed to fit. The reward is computed from the rounded
     accuracies, so a controller recomputing it from the document gets the same value."""
@@ -50,6 +51,8 @@ def success_result(
         "dataset": dataset,
         "device": device,
     }
+    if test_accuracy is not None:  # --evaluate-test: the final weights on the test split, once
+        doc["testAccuracy"] = round(float(test_accuracy), ACCURACY_DIGITS)
     return fit_result(doc)
 
 

@@ -7,7 +7,9 @@ children: SGD with Nesterov momentum 0.9, learning rate 0.1, weight decay 1e-4,
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, augment_batch
-from .errors import Diverged, InvalidArguments
+from .errors import Diverged, InvalidArguments, ModelNotSaved
 from .models import build_model, count_parameters
 from .result import success_result
 
@@ -45,6 +47,8 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     max_train_samples: int | None = None  # use only the first N training images (quick tests)
     eval_batch_size: int = 1024  # validation batch size (no gradients, so larger)
+    evaluate_test: bool = False  # score the final weights on the test split once, at the end (retraining)
+    save_model: str | None = None  # write the final weights' state_dict here (torch.save, atomically)
 
     def check(self) -> None:
         """Raise InvalidArguments naming the first out-of-range field."""
@@ -154,6 +158,16 @@ def train(
                 f"val_acc {accuracies[-1]:.4f} {time.perf_counter() - started:.1f}s"
             )
     train_seconds = time.perf_counter() - started
+    test_accuracy = None
+    if config.evaluate_test:
+        if dataset.test_x is None or dataset.test_y is None:
+            raise InvalidArguments("evaluate_test: the dataset was loaded without its test split")
+        test_accuracy = evaluate(model, dataset.test_x, dataset.test_y, batch_size=config.eval_batch_size,
+                                 memory_format=memory_format)
+        if log is not None:
+            log(f"test_acc {test_accuracy:.4f} ({len(dataset.test_x)} images)")
+    if config.save_model:
+        save_state_dict(model, config.save_model)
 
     return success_result(
         validation_accuracy=accuracies,
@@ -163,7 +177,27 @@ def train(
         train_seconds=train_seconds,
         dataset=dataset.name,
         device=device.type,
+        test_accuracy=test_accuracy,
     )
+
+
+def save_state_dict(model: nn.Module, path: str) -> None:
+    """The model's state_dict (CPU, contiguous tensors) at `path`, atomically: a reader
+    never sees half a file, and a kill mid-write leaves the previous file (if any)."""
+    state = {key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}
+    temporary = f"{path}.tmp{os.getpid()}"
+    try:
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise ModelNotSaved(f"cannot write the model to {path!r}: {error.strerror or error}") from None
 
 
 class SGD:

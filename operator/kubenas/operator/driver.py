@@ -31,6 +31,7 @@ from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkp
 from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.failpoints import failpoint
 from kubenas.operator.kube import ApiError, KubeClient
+from kubenas.operator.retrain import Retrainer, check_retrain_template
 from kubenas.operator.status import conditions_for, now, search_status, unschedulable_condition
 from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.operator.waiting import WaitingChildren
@@ -111,6 +112,7 @@ def parse_spec(body: Any, settings: DriverSettings | None = None) -> specs.Searc
         settings = settings or DriverSettings()
         children.check_template(spec.trial, namespace=body["metadata"].get("namespace"),
                                 defaults=settings.trainer_defaults, operator_account=settings.operator_account)
+        check_retrain_template(spec, defaults=settings.trainer_defaults)
     except (specs.SpecError, children.TemplateError) as error:
         raise SearchFailed("InvalidSpec", str(error)) from None
     return spec
@@ -185,6 +187,7 @@ class SearchDriver:
         self.queued: set[int] = set()  # children whose Job waits, suspended, for Kueue (in flight all the same)
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
         self.meter = metering.SearchMeter()  # GPU- and CPU-seconds, spec.budget
+        self.retrainer: Retrainer | None = None  # spec.retrain, made when first due (kubenas.operator.retrain)
 
     # -- identity --------------------------------------------------------------------
 
@@ -273,7 +276,10 @@ class SearchDriver:
         if self.spec.trial.kind == "Job":
             for job in await self.client.list(names.JOBS, namespace=self.namespace,
                                               label_selector=f"{names.LABEL_SEARCH}={self.name}"):
-                index = int(job["metadata"]["labels"][names.LABEL_TRIAL_INDEX])
+                label = job["metadata"]["labels"].get(names.LABEL_TRIAL_INDEX, "")
+                if not label.isdigit():
+                    continue  # a retraining Job (kubenas.operator.retrain), not a child
+                index = int(label)
                 if job["metadata"]["name"] == self.trial_name(index) and index in search.in_flight:
                     jobs[index] = job
         for index in sorted(search.in_flight):  # adopt the running, recreate the missing
@@ -300,6 +306,11 @@ class SearchDriver:
         await self._drain()
         await self._inspect_waiting()
         decision = self._decide()
+        if decision[0] == "Retraining":
+            await self._publish(*decision)  # the phase first, then its Jobs
+            if await self.retrainer.step(self.spec, self.search):
+                self.dirty = True
+            decision = self._decide()
         while (decision[0] == "Running" and decision[1] != BUDGET_EXHAUSTED and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
             await self._publish(*decision)  # at most once a second: a long burst shows progress
@@ -456,13 +467,23 @@ class SearchDriver:
                 f"{counters.failed} children failed, more than maxFailedTrials={spec.max_failed_trials}; "
                 f"no new children ({len(search.in_flight)} still running are recorded)")
         if search.finished:
+            if self._retraining():
+                return "Retraining", "RetrainingBest", (
+                    f"every child done; retraining the best {min(spec.retrain.top_k, counters.succeeded)} "
+                    f"(spec.retrain.topK={spec.retrain.top_k})")
             best = search.best
             tail = f"; best {self.trial_name(best.index)} reward {best.reward:.4f}" if best else ""
+            tail += self._retrained_tail()
             return "Succeeded", "AllTrialsDone", f"{counters.succeeded} of {search.max_trials} children succeeded{tail}"
         if (spent := self._budget_spent()) is not None:
             if search.in_flight:
                 return "Running", BUDGET_EXHAUSTED, f"{spent}: no new children; {len(search.in_flight)} running finish"
-            return "Succeeded", BUDGET_EXHAUSTED, f"{spent}; {counters.succeeded} of {search.max_trials} children succeeded"
+            if self._retraining():  # the budget is the search's children's; retraining is spec.retrain's own
+                return "Retraining", "RetrainingBest", (
+                    f"{spent}; retraining the best {min(spec.retrain.top_k, counters.succeeded)} "
+                    f"(spec.retrain.topK={spec.retrain.top_k})")
+            return "Succeeded", BUDGET_EXHAUSTED, (f"{spent}; {counters.succeeded} of {search.max_trials} children "
+                                                   f"succeeded{self._retrained_tail()}")
         if spec.suspend:
             return "Suspended", "SuspendedBySpec", f"spec.suspend is true; {len(search.in_flight)} running children finish"
         return "Running", "Searching", (
@@ -476,6 +497,23 @@ class SearchDriver:
         running = [i for i in self.meter.running if i in self.search.in_flight]
         return budget_spent(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.meter.usage,
                             running=self.meter.running_cost(), running_children=len(running))
+
+    def _retraining(self) -> bool:
+        """spec.retrain is set and some chosen child has no final verdict yet."""
+        if self.spec.retrain is None:
+            return False
+        if self.retrainer is None:  # its verdicts so far are in the status (a restarted operator)
+            self.retrainer = Retrainer(client=self.client, owner=self.owner(), defaults=self.settings.trainer_defaults,
+                                       previous=(self.body.get("status") or {}).get("retrain"))
+        return not self.retrainer.done(self.spec, self.search)
+
+    def _retrained_tail(self) -> str:
+        entries = self.retrainer.entries if self.retrainer is not None and self.spec.retrain else []
+        tested = [e for e in entries if e.get("testAccuracy") is not None]
+        if not entries:
+            return ""
+        best = f", #{tested[0]['rank']} test accuracy {tested[0]['testAccuracy']:.4f}" if tested else ""
+        return f"; {len(tested)} of {len(entries)} retrained{best}"
 
     # -- children --------------------------------------------------------------------
 
@@ -655,7 +693,9 @@ class SearchDriver:
             "phase": phase,
             "reason": reason,
             "message": message,
-            "conditions": conditions_for(previous=status.get("conditions") or [], phase=phase, reason=reason,
+            # Retraining is the Running condition's last stretch (reason RetrainingBest).
+            "conditions": conditions_for(previous=status.get("conditions") or [],
+                                         phase="Running" if phase == "Retraining" else phase, reason=reason,
                                          message=message, generation=self.seen_generation)
             + unschedulable_condition(previous=status.get("conditions") or [], search_name=self.name,
                                       stuck=self.waiting.longest("Unschedulable"), generation=self.seen_generation,
@@ -673,12 +713,16 @@ class SearchDriver:
             patch["usage"] = usage_status(usage=self.meter.usage, running=self.meter.running_cost(),
                                           remaining_children=self.search.max_trials - told)
             self._observe()
+        if self.retrainer is not None:
+            patch["retrain"] = self.retrainer.entries
         await self.client.patch(names.SEARCHES, namespace=self.namespace, name=self.name,
                                 patch={"status": patch}, subresource="status")
         if transition and self.phase and phase in TERMINAL:
             self._event(reason, message, warning=phase == "Failed")
         elif transition and phase == "Running" and self.phase in TERMINAL:
             self._event("Continued", message)  # maxTrials raised, or maxFailedTrials
+        elif transition and phase == "Retraining" and (self.phase or status.get("phase")) != "Retraining":
+            self._event("Retraining", message)  # once, not again from a restarted operator
         self.phase = phase
         self.metrics.phase(phase)
         self.dirty = False

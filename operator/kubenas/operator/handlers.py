@@ -105,6 +105,9 @@ def wake_search(body: kopf.Body, **_: object) -> None:
 def route_job(event: kopf.RawEvent, body: kopf.Body, **_: object) -> None:
     labels = body.metadata.labels
     driver = STATE.drivers.get((body.metadata.namespace, labels[names.LABEL_SEARCH]))
+    if driver is not None and labels.get(names.LABEL_COMPONENT) == "retrain":
+        driver.wake.set()  # a retraining Job changed: the driver's next step lists them
+        return
     if driver is None or not labels.get(names.LABEL_TRIAL_INDEX, "").isdigit():
         return  # no driver yet: its start lists the search's Jobs itself
     index = int(labels[names.LABEL_TRIAL_INDEX])
