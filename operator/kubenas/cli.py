@@ -145,6 +145,9 @@ def _search(args: argparse.Namespace) -> int:
         print(f"[{name}] best: child {best.index}, reward {best.reward:.4f}{accuracy} -> {run.best_file}")
         for rank, child in enumerate(search.top_k(5), start=1):
             print(f"[{name}]   #{rank} child {child.index} reward {child.reward:.4f}  {summarize(child.architecture)}")
+    if result.cache is not None and result.cache.hits:
+        print(f"[{name}] cache: {result.cache.hits} children reused an identical child's result, "
+              f"{result.cache.saved_seconds:.0f}s of training saved")
     print(f"[{name}] records: {run.path}/ (trials.jsonl, best.json, reward.png)")
     if result.phase == "Interrupted":
         print(f"[{name}] interrupted: continue with `kubenas search {args.manifest} --resume`")

@@ -133,6 +133,12 @@ def nas_status_schema() -> dict:
                     "updateTime": _time("When the state was last saved."),
                 },
             ),
+            "cacheHits": _count("Children that reused an identical finished child's result (spec.cache) instead of "
+                                "training; included in trials."),
+            "cacheSavedSeconds": _typed("number", "Training time those children saved: their sources' durations, "
+                                                  "in seconds.", minimum=0),
+            "cacheSavedGpuSeconds": _typed("number", "GPU time those children saved: their sources' GPU-seconds "
+                                                     "(duration times the GPUs the template asks for).", minimum=0),
             "startTime": _time("When the search started."),
             "completionTime": _time("When the search succeeded or failed."),
         },
@@ -170,7 +176,8 @@ def nastrial_status_schema() -> dict:
         {
             "phase": _typed(
                 "string",
-                "Pending: Job not running yet; Running; Succeeded: reward known; Failed: see reason and message.",
+                "Pending: Job not running yet (reason WaitingForIdentical: no Job, waits for an identical child "
+                "still running); Running; Succeeded: reward known; Failed: see reason and message.",
                 enum=["Pending", "Running", "Succeeded", "Failed"],
             ),
             "reason": _typed("string", "Machine-readable cause of the phase, in CamelCase."),
@@ -180,6 +187,11 @@ def nastrial_status_schema() -> dict:
             "validationAccuracy": _typed("number", _VALIDATION_ACCURACY),
             "exitCode": _typed("integer", "Exit code of the trainer container.", format="int32"),
             "result": _preserved_object("The trainer's result document (under 4 KiB)."),
+            "cachedFrom": _typed("string", "The NASTrial (this search's or a spec.cache.from search's) whose result "
+                                           "this child reused instead of training: no Job ran for it."),
+            "savedSeconds": _typed("number", "Training time the reuse saved (the source's duration), in seconds.",
+                                   minimum=0),
+            "savedGpuSeconds": _typed("number", "GPU time the reuse saved (the source's), in GPU-seconds.", minimum=0),
             "startTime": _time("When the child started running."),
             "completionTime": _time("When the child succeeded or failed."),
             "observedGeneration": _typed(

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from kubenas import spec as specs
 from kubenas.evaluators import SubprocessEvaluator, TabularEvaluator
+from kubenas.local_cache import LocalCache
 from kubenas.metrics import SearchMetrics
 from kubenas.metrics import serve as serve_metrics
 from kubenas.plot import PlotWorker
 from kubenas.progress import Progress
 from kubenas.runs import RunDirectory
+from kubenas.result_cache import CachedResult
 from kubenas.search import Search, Ticket
 
 PLOT_EVERY_SECONDS = 30.0
@@ -37,6 +39,7 @@ class LocalResult:
     reason: str | None
     search: Search
     run: RunDirectory
+    cache: LocalCache | None = None  # the result cache's figures (hits, seconds saved)
 
 
 def effective_parallelism(spec: specs.SearchSpec, *, override: int | None, cores: int | None = None) -> int:
@@ -114,6 +117,7 @@ async def _run_search(
         evaluate = SubprocessEvaluator(trial=spec.trial, trials_dir=run.trials_dir, threads_per_child=threads)
     progress = progress or Progress(name=name, live=False)
     recorded = run.recorded()
+    cache = LocalCache(spec=spec, name=name, runs_dir=runs_dir, recorded=recorded)
     # Children recorded before a crash but not yet in the checkpoint: tell them now.
     for index in sorted(set(search.in_flight) & set(recorded)):
         search.tell(index, recorded[index]["result"])
@@ -132,25 +136,39 @@ async def _run_search(
         observed.children(pending=0, running=len(running), succeeded=search.counters.succeeded,
                           failed=search.counters.failed, best=best.reward if best else None)
 
-    def record(ticket: Ticket, result: dict, seconds: float | None, *, delay: float | None = None) -> None:
+    def record(ticket: Ticket, result: dict, seconds: float | None, *, delay: float | None = None,
+               cached: CachedResult | None = None) -> None:
         outcome = search.tell(ticket.index, result)
         if outcome is None:
             return
         told = search.counters.succeeded + search.counters.failed
-        entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told)
+        entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told,
+                                 extra=cache.record_fields(ticket, cached=cached))
         recorded[ticket.index] = entry
+        if cached is not None:
+            cache.hit(cached)
+            observed.cache_hit(saved_seconds=cached.seconds, saved_gpu_seconds=None)
+        progress.cache_line = cache_line()
         progress.finished(entry, search, running=len(running))
         observed.finished(reason=outcome.reason, reward=outcome.reward if outcome.succeeded else None,
                           duration=seconds, delay=delay)
         if outcome.update is not None:
             observed.policy_updated(outcome.update)
+        if cached is None:  # the children that waited for this one: its result, or their own turn
+            for index in cache.finished(ticket, reason=outcome.reason, result=result, seconds=seconds):
+                launch(search.in_flight[index])
+
+    def cache_line() -> str:
+        return f"{cache.hits} hits, {cache.waiting()} waiting, {cache.saved_seconds:.0f}s of training saved"
 
     def launch(ticket: Ticket) -> None:
         if ticket.index in recorded:  # finished before a crash, asked again on resume
             search.tell(ticket.index, recorded[ticket.index]["result"])
         elif (leftover := evaluate.finished_result(ticket.index)) is not None:
             record(ticket, leftover, None)
-        else:
+        elif (decision := cache.decide(ticket)).action == "hit":
+            record(ticket, decision.entry.result, 0.0, cached=decision.entry)
+        elif decision.action == "train":  # else it waits for its identical twin, still running
             task = asyncio.ensure_future(evaluate(ticket))
             task.add_done_callback(lambda done: ended.setdefault(done, time.monotonic()))
             running[task] = (ticket, time.monotonic())
@@ -171,7 +189,8 @@ async def _run_search(
                         f"[{name}] {search.counters.failed} children failed, more than maxFailedTrials="
                         f"{spec.max_failed_trials}: no new children; waiting for the {len(running)} running"
                     )
-                while phase != "Failed" and not stop.is_set() and len(running) < width:
+                # A child waiting for an identical one holds its place, as on a cluster.
+                while phase != "Failed" and not stop.is_set() and len(running) + cache.waiting() < width:
                     ticket = search.ask()
                     if ticket is None:
                         break
@@ -181,7 +200,8 @@ async def _run_search(
                 observe()  # once per pass: after the records and launches of the last one
                 run.save(search)
                 if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
-                    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter)
+                    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter,
+                                     cache=cache)
                     last_plot = time.monotonic()
                 if stop.is_set():
                     phase, reason = "Interrupted", "Interrupted"
@@ -206,16 +226,17 @@ async def _run_search(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter)
+    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, cache=cache)
     if phase in ("Succeeded", "Failed"):
         observed.phase(phase)
-    return LocalResult(phase=phase, reason=reason, search=search, run=run)
+    return LocalResult(phase=phase, reason=reason, search=search, run=run, cache=cache)
 
 
 def _write_summaries(
-    run: RunDirectory, search: Search, name: str, *, records: list[dict], plotter: PlotWorker
+    run: RunDirectory, search: Search, name: str, *, records: list[dict], plotter: PlotWorker,
+    cache: LocalCache | None = None,
 ) -> None:
     """best.json and reward.png, from the records already in memory (no re-read of trials.jsonl)."""
-    run.write_best(search)
+    run.write_best(search, extra=cache.summary() if cache is not None and cache.enabled else None)
     if records:
         plotter.plot(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)

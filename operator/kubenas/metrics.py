@@ -48,6 +48,11 @@ BASELINE = Gauge("kubenas_policy_baseline", "REINFORCE baseline (moving average 
 ENTROPY = Gauge("kubenas_policy_entropy", "Mean entropy (nats) of the last update's decision sequences.", SEARCH)
 LOSS = Gauge("kubenas_policy_loss", "Loss of the last policy update.", SEARCH)
 UPDATES = Counter("kubenas_policy_updates", "Policy updates (one per batch of results).", SEARCH)
+CACHE_HITS = Counter("kubenas_cache_hits", "Children that reused an identical child's result (no training).", SEARCH)
+CACHE_SAVED = Counter("kubenas_cache_saved_seconds", "Training time cache hits saved (their sources' durations).",
+                      SEARCH)
+CACHE_SAVED_GPU = Counter("kubenas_cache_saved_gpu_seconds", "GPU time cache hits saved (their sources' GPU-seconds).",
+                          SEARCH)
 PHASE = Gauge("kubenas_search_phase", "1 for the search's current phase, 0 for the others.", (*SEARCH, "phase"))
 
 HANDLER_ERRORS = Counter("kubenas_operator_handler_errors", "Operator handlers that raised, by handler.", ("handler",))
@@ -61,7 +66,7 @@ LOOP_LAG_MAX = Gauge("kubenas_operator_loop_lag_max_seconds", "The largest event
 HANDLER_ERRORS.labels("drive_search")  # at 0: rate() shows no errors rather than no data
 
 _PER_SEARCH = (CREATED, SUCCEEDED, RUNNING, REWARD, DURATION, RESULT_DELAY, LAST_FINISHED, BEST, BASELINE,
-               ENTROPY, LOSS, UPDATES)
+               ENTROPY, LOSS, UPDATES, CACHE_HITS, CACHE_SAVED, CACHE_SAVED_GPU)
 
 
 def serve(*, port: int, host: str = "0.0.0.0") -> None:
@@ -76,7 +81,7 @@ class SearchMetrics:
 
     def __init__(self, *, namespace: str | None, search: str) -> None:
         self.labels = (namespace or LOCAL_NAMESPACE, search)
-        for metric in (CREATED, SUCCEEDED, UPDATES, REWARD, DURATION, RESULT_DELAY):
+        for metric in (CREATED, SUCCEEDED, UPDATES, REWARD, DURATION, RESULT_DELAY, CACHE_HITS):
             metric.labels(*self.labels)  # present at 0 from the start: increase() sees the first child
         LAST_FINISHED.labels(*self.labels).set(time.time())
         self._failure_reasons: set[str] = set()
@@ -99,6 +104,14 @@ class SearchMetrics:
         if delay is not None:
             RESULT_DELAY.labels(*self.labels).observe(max(0.0, delay))
         LAST_FINISHED.labels(*self.labels).set(time.time())
+
+    def cache_hit(self, *, saved_seconds: float | None, saved_gpu_seconds: float | None) -> None:
+        """A child reused an identical child's result instead of training."""
+        CACHE_HITS.labels(*self.labels).inc()
+        if saved_seconds:
+            CACHE_SAVED.labels(*self.labels).inc(max(0.0, saved_seconds))
+        if saved_gpu_seconds:
+            CACHE_SAVED_GPU.labels(*self.labels).inc(max(0.0, saved_gpu_seconds))
 
     def policy_updated(self, update: UpdateStats) -> None:
         UPDATES.labels(*self.labels).inc()

@@ -81,8 +81,10 @@ class RunDirectory:
         if data and not data.endswith(b"\n"):
             atomic_write(self.trials_file, data[: data.rfind(b"\n") + 1])
 
-    def append_trial(self, ticket: Ticket, outcome: Outcome, result: dict, *, seconds: float | None, told: int) -> dict:
-        """Record a finished child; `told` is how many results the search has now."""
+    def append_trial(self, ticket: Ticket, outcome: Outcome, result: dict, *, seconds: float | None, told: int,
+                     extra: dict | None = None) -> dict:
+        """Record a finished child; `told` is how many results the search has now; `extra`:
+        more fields (the result cache's)."""
         record = {
             "index": ticket.index,
             "status": "Succeeded" if outcome.succeeded else "Failed",
@@ -95,13 +97,14 @@ class RunDirectory:
             "policyVersion": ticket.policy_version,
             "seconds": None if seconds is None else round(seconds, 3),
             "result": result,
+            **(extra or {}),
         }
         _append_line(self.trials_file, record)
         if outcome.update is not None:
             _append_line(self.updates_file, {"afterResults": told, **asdict(outcome.update)})
         return record
 
-    def write_best(self, search: Search) -> None:
+    def write_best(self, search: Search, *, extra: dict | None = None) -> None:
         best = search.best
         if best is None:
             return
@@ -110,6 +113,7 @@ class RunDirectory:
             "architecture": best.architecture,
             "reward": best.reward,
             "validation_accuracy": best.validation_accuracy,
+            **(extra or {}),
         }
         atomic_write(self.best_file, (json.dumps(document, indent=2) + "\n").encode())
 
