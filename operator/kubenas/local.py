@@ -237,6 +237,6 @@ def _write_summaries(
     cache: LocalCache | None = None,
 ) -> None:
     """best.json and reward.png, from the records already in memory (no re-read of trials.jsonl)."""
-    run.write_best(search, extra=cache.summary() if cache is not None and cache.enabled else None)
+    run.write_best(search, extra=cache.summary() if cache is not None and cache.hits else None)  # none: no hit
     if records:
         plotter.plot(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)
