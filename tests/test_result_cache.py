@@ -19,6 +19,8 @@ from kubenas.result_cache import CachedResult, ResultCache, cache_key, gpus_of, 
 from kubenas.search import Search
 from tests.helpers import manifest, succeeded
 
+FAKE_TRAINER = str(Path(__file__).with_name("fake_trainer.py"))
+
 TEMPLATE = {"spec": {"containers": [{"name": "trainer", "image": "trainer:1", "command": ["python", "-m", "t"],
                                      "env": [{"name": "A", "value": "1"}],
                                      "resources": {"limits": {"nvidia.com/gpu": 2, "cpu": "4"}}}]}}
@@ -148,53 +150,86 @@ def records(tmp_path: Path, name: str) -> list[dict]:
     return sorted((json.loads(line) for line in lines), key=lambda r: r["index"])
 
 
-def test_local_identical_children_reuse_the_first_ones_result(tmp_path: Path) -> None:
-    """One operation: every child is the same cell. Child 0 is looked up; the three
-    sampled with it wait for it, every later one hits; rewards are as if each ran."""
+def test_local_table_children_reuse_the_first_ones_result(tmp_path: Path) -> None:
+    """One operation: every child is the same cell. The four asked before any result are
+    looked up (a table child never waits), every later one hits child 0's result."""
     result = run_local(table_manifest(name="one", operations=["nor_conv_3x3"], trials=12), tmp_path)
     assert result.phase == "Succeeded" and result.search.counters.succeeded == 12
     lines = records(tmp_path, "one")
-    assert [r.get("cachedFrom") for r in lines] == [None] + ["one-0"] * 11
+    assert [r["index"] for r in lines] == list(range(12))
+    assert [r.get("cachedFrom") for r in lines] == [None] * 4 + ["one-0"] * 8
     assert len({r["cacheKey"] for r in lines}) == 1
     assert {r["reward"] for r in lines} == {lines[0]["reward"]}
     assert all(r["result"] == lines[0]["result"] for r in lines)
     best = json.loads((tmp_path / "runs" / "one" / "best.json").read_text())
-    assert best["cacheHits"] == 11 == result.cache.hits
+    assert best["cacheHits"] == 8 == result.cache.hits
     assert result.search.controller.version == 6  # every result reached the policy: 12 results, batches of 2
 
 
-def test_local_hits_match_the_distinct_architectures_and_resume_keeps_the_cache(tmp_path: Path) -> None:
-    document = table_manifest(name="few", operations=["none", "skip_connect"], trials=40)
-    run_local(document, tmp_path)
-    lines = records(tmp_path, "few")
-    trained = [r for r in lines if not r.get("cachedFrom")]
-    assert len(trained) == len({json.dumps(r["architecture"], sort_keys=True) for r in lines}) < 40
+def test_local_job_twins_wait_for_the_running_one(tmp_path: Path) -> None:
+    """A space of one architecture, children as subprocesses: one trains; the one asked
+    beside it waits for it; all others hit. One subprocess in all."""
+    document = manifest({
+        "searchSpace": {"type": "MacroCNN", "macroCNN": {
+            "filterHeights": [1], "filterWidths": [1], "numFilters": [8], "skipConnections": False,
+            "depth": {"initialLayers": 1, "increment": 0, "maxLayers": 1}, "imageSize": [8, 8]}},
+        "controller": {"batchSize": 2}, "maxTrials": 6, "parallelism": 2,
+        "trial": {"kind": "Job", "template": {"spec": {"containers": [{
+            "name": "trainer", "command": ["python", FAKE_TRAINER],
+            "env": [{"name": "FAKE_SECONDS", "value": "0.5"}]}]}}}}, name="jobs")
+    result = run_local(document, tmp_path, parallelism=2)
+    assert result.phase == "Succeeded" and result.search.counters.succeeded == 6
+    lines = records(tmp_path, "jobs")
+    assert [r.get("cachedFrom") for r in lines] == [None] + ["jobs-0"] * 5
+    assert [p.name for p in (tmp_path / "runs" / "jobs" / "trials").iterdir()] == ["000000"]  # one subprocess
+    assert all(r["savedSeconds"] == lines[0]["seconds"] > 0.5 for r in lines[1:])
+    assert result.cache.hits == 5 and result.cache.saved_seconds == pytest.approx(5 * lines[0]["seconds"])
+
+
+def check_cached(lines: list[dict], *, in_flight: int) -> int:
+    """Every hit names an earlier trained twin; a child trained although a twin was
+    trained before was asked while that twin was in flight. Returns the hits."""
     by_index = {r["index"]: r for r in lines}
+    first_trained: dict[str, int] = {}
     for record in lines:
+        architecture = json.dumps(record["architecture"], sort_keys=True)
         if record.get("cachedFrom"):
             source = by_index[int(record["cachedFrom"].rsplit("-", 1)[1])]
             assert source["architecture"] == record["architecture"] and not source.get("cachedFrom")
-            assert source["index"] < record["index"]
+            assert source["index"] < record["index"] and source["reward"] == record["reward"]
+        elif architecture in first_trained:
+            assert record["index"] - first_trained[architecture] < in_flight
+        else:
+            first_trained[architecture] = record["index"]
+    return sum(1 for r in lines if r.get("cachedFrom"))
+
+
+def test_local_hits_are_the_repeats_and_resume_keeps_the_cache(tmp_path: Path) -> None:
+    document = table_manifest(name="few", operations=["none", "skip_connect"], trials=40)
+    first = run_local(document, tmp_path)
+    lines = records(tmp_path, "few")
+    assert check_cached(lines, in_flight=4) == first.cache.hits > 0
     # Raising maxTrials and resuming: the cache comes back from trials.jsonl.
     document["spec"]["maxTrials"] = 80
     result = run_local(document, tmp_path, resume=True)
     lines = records(tmp_path, "few")
     assert len(lines) == 80
-    trained = [r for r in lines if not r.get("cachedFrom")]
-    assert len(trained) == len({json.dumps(r["architecture"], sort_keys=True) for r in lines})
-    assert result.cache.hits == 80 - len(trained)
+    assert check_cached(lines, in_flight=4) == result.cache.hits > first.cache.hits
+    # Children of the resumed run reuse results of the first run's: read from trials.jsonl.
+    assert any(int(r["cachedFrom"].rsplit("-", 1)[1]) < 40 for r in lines[40:] if r.get("cachedFrom"))
 
 
 def test_local_cache_from_another_run_and_off_switch(tmp_path: Path) -> None:
     run_local(table_manifest(name="first", operations=["nor_conv_1x1"], trials=4), tmp_path)
     second = run_local(table_manifest(name="second", operations=["nor_conv_1x1"], trials=4,
                                       cache={"from": ["first"]}), tmp_path)
-    assert [r["cachedFrom"] for r in records(tmp_path, "second")] == ["first-0"] * 4
+    assert [r["cachedFrom"] for r in records(tmp_path, "second")] == ["first-0"] * 4  # nothing looked up
     assert second.cache.hits == 4
     # Another metric column is another trial definition: nothing to reuse.
-    other = run_local(table_manifest(name="third", operations=["nor_conv_1x1"], trials=4, cache={"from": ["first"]},
+    other = run_local(table_manifest(name="third", operations=["nor_conv_1x1"], trials=6, cache={"from": ["first"]},
                                      trial={"kind": "Tabular", "tabular": {"metric": "cifar100-val"}}), tmp_path)
-    assert [r.get("cachedFrom") for r in records(tmp_path, "third")][0] is None and other.cache.hits == 3
+    assert [r.get("cachedFrom") for r in records(tmp_path, "third")] == [None] * 4 + ["third-0"] * 2
+    assert other.cache.hits == 2
     off = run_local(table_manifest(name="off", operations=["nor_conv_1x1"], trials=4,
                                    cache={"enabled": False, "from": ["first"]}), tmp_path)
     assert off.cache.hits == 0 and all("cachedFrom" not in r for r in records(tmp_path, "off"))

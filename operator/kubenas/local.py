@@ -9,6 +9,7 @@ or a kill without losing or repeating a child.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import signal
 import time
@@ -128,6 +129,8 @@ async def _run_search(
         loop.add_signal_handler(signum, stop.set)
     running: dict[asyncio.Task, tuple[Ticket, float]] = {}
     ended: dict[asyncio.Task, float] = {}  # when each child's task finished: the result delay
+    hits: dict[asyncio.Future, CachedResult] = {}  # children reusing an identical child's result
+    reused_now: list[asyncio.Future] = []  # hits made while results are recorded: told in the same pass
     last_plot = time.monotonic()
     phase, reason = "Succeeded", None
 
@@ -167,7 +170,13 @@ async def _run_search(
         elif (leftover := evaluate.finished_result(ticket.index)) is not None:
             record(ticket, leftover, None)
         elif (decision := cache.decide(ticket)).action == "hit":
-            record(ticket, decision.entry.result, 0.0, cached=decision.entry)
+            # A finished future, not told at once: results still go to the engine in index
+            # order among those that finish together (as a table's children do).
+            reused = loop.create_future()
+            reused.set_result(decision.entry.result)
+            hits[reused] = decision.entry
+            running[reused] = (ticket, time.monotonic())
+            reused_now.append(reused)
         elif decision.action == "train":  # else it waits for its identical twin, still running
             task = asyncio.ensure_future(evaluate(ticket))
             task.add_done_callback(lambda done: ended.setdefault(done, time.monotonic()))
@@ -212,10 +221,18 @@ async def _run_search(
                     continue  # every child asked so far was already recorded (resume)
                 progress.refresh(search, running=len(running))
                 done, _ = await asyncio.wait([*running, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done - {stop_waiter}, key=lambda t: running[t][0].index):
+                reused_now.clear()
+                queue = [(running[t][0].index, t) for t in done - {stop_waiter}]
+                heapq.heapify(queue)
+                while queue:  # in index order, twins released by a result among them
+                    task = heapq.heappop(queue)[1]
                     ticket, started = running.pop(task)
                     finished = ended.pop(task, time.monotonic())
-                    record(ticket, task.result(), finished - started, delay=time.monotonic() - finished)
+                    record(ticket, task.result(), finished - started, delay=time.monotonic() - finished,
+                           cached=hits.pop(task, None))
+                    while reused_now:
+                        reused = reused_now.pop()
+                        heapq.heappush(queue, (running[reused][0].index, reused))
             stop_waiter.cancel()
             if running:  # interrupted: stop children; they stay in flight for --resume
                 for task in running:

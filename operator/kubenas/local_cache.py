@@ -41,6 +41,7 @@ class LocalCache:
         self.enabled = spec.cache.enabled
         self.name = name
         self.trial = trial_hash(spec.trial)
+        self.wait = spec.trial.kind != "Tabular"  # a lookup costs less than waiting for its twin
         self.cache = ResultCache()
         self.hits = sum(1 for record in recorded.values() if record.get("cachedFrom"))
         self.saved_seconds = sum(float(record.get("savedSeconds") or 0.0) for record in recorded.values())
@@ -66,12 +67,13 @@ class LocalCache:
     def decide(self, ticket: Ticket) -> Decision:
         if not self.enabled:
             return Decision("train")
-        return self.cache.decide(key=self.key(ticket), index=ticket.index)
+        return self.cache.decide(key=self.key(ticket), index=ticket.index, wait=self.wait)
 
     def finished(self, ticket: Ticket, *, reason: str | None, result: dict, seconds: float | None) -> list[int]:
         """Child `ticket` has its verdict: learn it; returns the children that waited for it."""
         if not self.enabled:
             return []
+        seconds = None if seconds is None else round(seconds, 3)  # as trials.jsonl keeps it
         entry = (CachedResult(result=result, source=source_name(self.name, ticket.index), seconds=seconds)
                  if reusable(reason) else None)
         if entry is not None:

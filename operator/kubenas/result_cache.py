@@ -108,14 +108,15 @@ class ResultCache:
         """A reusable result; the first one stays (so `cachedFrom` names the child that trained)."""
         self.finished.setdefault(key, entry)
 
-    def decide(self, *, key: str, index: int) -> Decision:
+    def decide(self, *, key: str, index: int, wait: bool = True) -> Decision:
         """Hit, wait or train, and remember which (synchronous: children created in
-        one burst decide one after the other, so two twins never both train)."""
+        one burst decide one after the other, so two twins never both train).
+        `wait=False`: train rather than wait (a table lookup costs less than waiting)."""
         entry = self.lookup(key)
         if entry is not None:
             return Decision("hit", entry=entry)
         source = self.pending(key)
-        if source is not None and source != index:
+        if wait and source is not None and source != index:
             if index not in self.waiters.setdefault(key, []):
                 self.waiters[key].append(index)
                 self.keys[index] = key

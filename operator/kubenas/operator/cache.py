@@ -96,7 +96,8 @@ class ClusterCache:
     def decide(self, ticket: Ticket, spec: specs.SearchSpec) -> Decision:
         if not spec.cache.enabled:
             return Decision("train")
-        return self.cache.decide(key=self.key(ticket, spec), index=ticket.index)
+        # Table children never wait: a lookup costs less than waiting for its twin.
+        return self.cache.decide(key=self.key(ticket, spec), index=ticket.index, wait=spec.trial.kind != "Tabular")
 
     def adopt(self, index: int, key: str | None) -> None:
         """A child found training after a restart: identical children wait for it."""
