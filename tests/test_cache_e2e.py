@@ -6,7 +6,6 @@ first's children through `spec.cache.from`."""
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families

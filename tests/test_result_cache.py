@@ -166,6 +166,21 @@ def test_local_table_children_reuse_the_first_ones_result(tmp_path: Path) -> Non
     assert result.search.controller.version == 6  # every result reached the policy: 12 results, batches of 2
 
 
+def test_local_the_cache_changes_no_child_of_a_table_search(tmp_path: Path) -> None:
+    """REINFORCE unchanged: hits are told like the lookups they replace (same result, same
+    order), so the cache on and off sample the same children with the same rewards."""
+    runs, lines = {}, {}
+    for enabled in (True, False):
+        name = f"cache-{str(enabled).lower()}"
+        runs[enabled] = run_local(table_manifest(name=name, operations=["none", "nor_conv_3x3"],
+                                                 trials=60, cache={"enabled": enabled}), tmp_path)
+        lines[enabled] = [(r["index"], r["architecture"], r["reward"]) for r in records(tmp_path, name)]
+    assert runs[True].cache.hits >= 10 and runs[False].cache.hits == 0
+    assert lines[True] == lines[False]
+    on, off = runs[True].search.controller.policy.state_dict(), runs[False].search.controller.policy.state_dict()
+    assert all(on[key].equal(off[key]) for key in on)
+
+
 def test_local_job_twins_wait_for_the_running_one(tmp_path: Path) -> None:
     """A space of one architecture, children as subprocesses: one trains; the one asked
     beside it waits for it; all others hit. One subprocess in all."""

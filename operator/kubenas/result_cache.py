@@ -60,7 +60,8 @@ def gpus_of(trial: specs.Trial) -> int:
     total = 0
     for container in trial.template.spec.containers:
         resources = container.resources or {}
-        amount = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(GPU_RESOURCE)
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        amount = limits.get(GPU_RESOURCE) or requests.get(GPU_RESOURCE)
         try:
             total += int(amount or 0)
         except (TypeError, ValueError):
