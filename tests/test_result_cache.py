@@ -328,3 +328,37 @@ async def test_driver_with_the_cache_off_trains_every_twin() -> None:
     await driver._create_children(driver._ask(3))
     assert len(api.created["jobs"]) == 3
     assert all(LABEL_CACHE_KEY not in t["metadata"]["labels"] for t in api.created["nastrials"])
+
+
+async def test_driver_table_twins_are_looked_up_together_and_hit_later() -> None:
+    body = copy.deepcopy(JOB_SEARCH)
+    body["spec"]["trial"] = {"kind": "Tabular", "tabular": {}}
+    driver, api = driver_of(body)
+    from kubenas.evaluators import TabularEvaluator
+
+    driver.evaluate_table = TabularEvaluator(driver.spec.trial.tabular)
+    await driver._create_children(driver._ask(3))  # asked together: each looked up, none waits
+    assert not any(api.status[f"twins-{i}"].get("cachedFrom") for i in range(3))
+    await driver._create_children(driver._ask(3))
+    assert [api.status[f"twins-{i}"]["cachedFrom"] for i in range(3, 6)] == ["twins-0"] * 3
+    assert "jobs" not in api.created and driver.search.finished
+    assert driver.cache.status() == {"cacheHits": 3, "cacheSavedSeconds": 0.0, "cacheSavedGpuSeconds": 0.0}
+
+
+def test_a_restarted_driver_counts_and_reuses_from_the_nastrials() -> None:
+    from kubenas.operator.cache import ClusterCache
+
+    def nastrial(index: int, phase: str, **status) -> dict:
+        return {"metadata": {"name": f"twins-{index}", "labels": {LABEL_CACHE_KEY: "k"}},
+                "spec": {"search": "twins", "index": index},
+                "status": {"phase": phase, "result": succeeded(0.5), **status}}
+
+    cache = ClusterCache(search="twins")
+    for trial in (nastrial(0, "Failed"),
+                  nastrial(1, "Succeeded", startTime="2026-01-01T00:00:00Z", completionTime="2026-01-01T00:00:30Z"),
+                  nastrial(2, "Succeeded", cachedFrom="twins-1", savedSeconds=30.0, savedGpuSeconds=60.0),
+                  nastrial(3, "Pending", reason=WAITING_REASON)):
+        cache.learn(trial, gpus=2)
+    assert cache.status() == {"cacheHits": 1, "cacheSavedSeconds": 30.0, "cacheSavedGpuSeconds": 60.0}
+    entry = cache.cache.lookup("k")
+    assert (entry.source, entry.seconds, entry.gpu_seconds) == ("twins-1", 30.0, 60.0)  # the trained one
