@@ -1,7 +1,7 @@
 """The result cache on real Kubernetes (kubenas.localcluster and the process kubelet):
 identical children run one Job, the others wait for it or reuse its result; an operator
 killed while twins wait finishes the search the same way; a second search reuses the
-first's children through `spec.cache.from`."""
+first's children through `spec.cache.from` (and says which named search does not exist)."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_identical_children_share_one_job_even_across_an_operator_restart(cluste
 
 def test_a_second_search_reuses_the_first_ones_children(cluster, operator, twins):
     first = {t["metadata"]["name"]: t for t in trials_of(cluster, "twins")}
-    apply(cluster, manifest("reuser", maxTrials=4, parallelism=2, cache={"from": ["twins"]}))
+    apply(cluster, manifest("reuser", maxTrials=4, parallelism=2, cache={"from": ["twins", "nosuch"]}))
     status = wait_succeeded(cluster, "reuser", operator)
     children = check_reuse(cluster, "reuser", trials=4, known=first)
     known = {str(t["spec"]["architecture"]) for t in first.values()}
@@ -139,3 +139,8 @@ def test_a_second_search_reuses_the_first_ones_children(cluster, operator, twins
     assert status["cacheHits"] == 4 - len(jobs_of(cluster, "reuser"))
     wait_for(lambda: scrape(operator, "reuser").get("kubenas_cache_hits_total") == status["cacheHits"], timeout=15,
              what=lambda: f"kubenas_cache_hits_total: {scrape(operator, 'reuser')}", operator=operator)
+    missing = wait_for(lambda: [e for e in cluster.items(f"/api/v1/namespaces/{NS}/events",
+                                                         fieldSelector="involvedObject.name=reuser")
+                                if e["reason"] == "CacheSourceNotFound"],
+                       timeout=15, what="the CacheSourceNotFound Event", operator=operator)
+    assert missing[0]["type"] == "Warning" and "nosuch" in missing[0]["message"]

@@ -269,7 +269,7 @@ class FakeApi:
         return {}
 
     async def list(self, resource, **_: object) -> list[dict]:
-        return []
+        return []  # no search of cache.from exists
 
 
 JOB_SEARCH = {

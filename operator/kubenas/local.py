@@ -228,8 +228,9 @@ async def _run_search(
                     task = heapq.heappop(queue)[1]
                     ticket, started = running.pop(task)
                     finished = ended.pop(task, time.monotonic())
-                    record(ticket, task.result(), finished - started, delay=time.monotonic() - finished,
-                           cached=hits.pop(task, None))
+                    cached = hits.pop(task, None)  # a hit: no training, so no duration
+                    record(ticket, task.result(), None if cached else finished - started,
+                           delay=time.monotonic() - finished, cached=cached)
                     while reused_now:
                         reused = reused_now.pop()
                         heapq.heappush(queue, (running[reused][0].index, reused))

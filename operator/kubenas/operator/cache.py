@@ -29,11 +29,11 @@ def _duration(status: dict) -> float | None:
     return None if start is None or end is None else max(0.0, end - start)
 
 
-def _from_search(trial: dict, search: str) -> bool:
-    """A NASTrial made by search `search` (not merely labelled so)."""
+def _from_search(trial: dict, search: dict) -> bool:
+    """A NASTrial made by `search` (not merely labelled so): owned by that very object."""
     owners = trial["metadata"].get("ownerReferences") or []
-    return (trial.get("spec") or {}).get("search") == search and any(
-        o.get("kind") == names.SEARCHES.kind and o.get("name") == search for o in owners)
+    return (trial.get("spec") or {}).get("search") == search["metadata"]["name"] and any(
+        o.get("kind") == names.SEARCHES.kind and o.get("uid") == search["metadata"]["uid"] for o in owners)
 
 
 class ClusterCache:
@@ -77,19 +77,25 @@ class ClusterCache:
                                  gpu_seconds=gpu_seconds)
         self.cache.add(key, entry)
 
-    async def load_others(self, client: KubeClient, *, namespace: str, spec: specs.SearchSpec) -> int:
-        """The finished children of `spec.cache.from` searches; returns how many results were read."""
-        if not spec.cache.enabled:
-            return 0
-        before = len(self.cache.finished)
-        for other in spec.cache.from_:
+    async def load_others(self, client: KubeClient, *, namespace: str, spec: specs.SearchSpec) -> list[str]:
+        """The finished children of `spec.cache.from` searches (this namespace only);
+        returns the names of those that do not exist."""
+        missing = []
+        for other in spec.cache.from_ if spec.cache.enabled else []:
             if other == self.search:
+                continue
+            # A list by name, not a get: the operator's role lists searches (kopf's watch), never gets one.
+            found = await client.list(names.SEARCHES, namespace=namespace, label_selector="",
+                                      field_selector=f"metadata.name={other}")
+            search = found[0] if found else None
+            if search is None:
+                missing.append(other)
                 continue
             for trial in await client.list(names.TRIALS, namespace=namespace,
                                            label_selector=f"{names.LABEL_SEARCH}={other},{LABEL_CACHE_KEY}"):
-                if _from_search(trial, other):
+                if _from_search(trial, search):
                     self.learn(trial, gpus=gpus_of(spec.trial), ours=False)
-        return len(self.cache.finished) - before
+        return missing
 
     # -- deciding ------------------------------------------------------------------------
 

@@ -224,7 +224,10 @@ class SearchDriver:
             except specs.SpecError as error:
                 raise SearchFailed("InvalidSpec", str(error)) from None
         self.cache = ClusterCache(search=self.name)
-        await self.cache.load_others(self.client, namespace=self.namespace, spec=spec)
+        missing = await self.cache.load_others(self.client, namespace=self.namespace, spec=spec)
+        if missing:
+            self._event("CacheSourceNotFound", f"spec.cache.from: no search {', '.join(missing)} in namespace "
+                                               f"{self.namespace}; its children cannot be reused", warning=True)
         data = await read_checkpoint(self.client, search=self.owner())
         if data is None:
             await off_loop(check_space, spec)  # a restored search passed it when it began
