@@ -6,10 +6,12 @@ first's children through `spec.cache.from` (and says which named search does not
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubenas.operator import failpoints
 from tests.cluster_harness import TRIALS, NAS, Cluster, OperatorProcess, apply, free_port, search_manifest, wait_for
 
 NS = "cache"
@@ -38,28 +40,28 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
     process.stop()
 
 
-def manifest(name: str, **spec) -> dict:
+def manifest(name: str, ns: str = NS, **spec) -> dict:
     cache = {"enabled": True, **spec.pop("cache", {})}  # the harness turns it off
-    return search_manifest(name, namespace=NS, env={"FAKE_SECONDS": "2"}, searchSpace=TWO_ARCHITECTURES,
+    return search_manifest(name, namespace=ns, env={"FAKE_SECONDS": "2"}, searchSpace=TWO_ARCHITECTURES,
                            cache=cache, **spec)
 
 
-def status_of(cluster: Cluster, name: str) -> dict:
-    return (cluster.get(f"{NAS.format(ns=NS)}/{name}") or {}).get("status") or {}
+def status_of(cluster: Cluster, name: str, ns: str = NS) -> dict:
+    return (cluster.get(f"{NAS.format(ns=ns)}/{name}") or {}).get("status") or {}
 
 
-def trials_of(cluster: Cluster, name: str) -> list[dict]:
-    found = cluster.items(TRIALS.format(ns=NS), labelSelector=f"kubenas.io/search={name}")
+def trials_of(cluster: Cluster, name: str, ns: str = NS) -> list[dict]:
+    found = cluster.items(TRIALS.format(ns=ns), labelSelector=f"kubenas.io/search={name}")
     return sorted(found, key=lambda t: t["spec"]["index"])
 
 
-def jobs_of(cluster: Cluster, name: str) -> list[str]:
-    return sorted(j["metadata"]["name"] for j in cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs",
+def jobs_of(cluster: Cluster, name: str, ns: str = NS) -> list[str]:
+    return sorted(j["metadata"]["name"] for j in cluster.items(f"/apis/batch/v1/namespaces/{ns}/jobs",
                                                                 labelSelector=f"kubenas.io/search={name}"))
 
 
-def pods_of(cluster: Cluster, name: str) -> int:
-    return len(cluster.items(f"/api/v1/namespaces/{NS}/pods", labelSelector=f"kubenas.io/search={name}"))
+def pods_of(cluster: Cluster, name: str, ns: str = NS) -> int:
+    return len(cluster.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"kubenas.io/search={name}"))
 
 
 def scrape(operator: OperatorProcess, name: str) -> dict[str, float]:
@@ -68,17 +70,18 @@ def scrape(operator: OperatorProcess, name: str) -> dict[str, float]:
             if sample.labels.get("search") == name and sample.labels.get("namespace") == NS}
 
 
-def wait_succeeded(cluster: Cluster, name: str, operator: OperatorProcess, timeout: float = 90) -> dict:
-    wait_for(lambda: status_of(cluster, name).get("phase") == "Succeeded", timeout=timeout,
-             what=lambda: f"{name} to succeed: {status_of(cluster, name)}", operator=operator)
-    return status_of(cluster, name)
+def wait_succeeded(cluster: Cluster, name: str, operator: OperatorProcess, timeout: float = 90, ns: str = NS) -> dict:
+    wait_for(lambda: status_of(cluster, name, ns).get("phase") == "Succeeded", timeout=timeout,
+             what=lambda: f"{name} to succeed: {status_of(cluster, name, ns)}", operator=operator)
+    return status_of(cluster, name, ns)
 
 
-def check_reuse(cluster: Cluster, name: str, *, trials: int, known: dict[str, dict] | None = None) -> list[dict]:
+def check_reuse(cluster: Cluster, name: str, *, trials: int, known: dict[str, dict] | None = None,
+                ns: str = NS) -> list[dict]:
     """Every child succeeded; each child that reused a result names a real trained child
     (of this search or of `known`) with the same architecture and reward; one Job and
     one pod per trained child; cacheHits counts the reused ones."""
-    children = trials_of(cluster, name)
+    children = trials_of(cluster, name, ns)
     assert [t["spec"]["index"] for t in children] == list(range(trials))
     assert all(t["status"]["phase"] == "Succeeded" for t in children)
     by_name = {t["metadata"]["name"]: t for t in children} | (known or {})
@@ -94,9 +97,9 @@ def check_reuse(cluster: Cluster, name: str, *, trials: int, known: dict[str, di
     # Trained twins only where a twin was not known yet: one Job per architecture.
     architectures = {str(t["spec"]["architecture"]) for t in trained}
     assert len(trained) == len(architectures)
-    assert jobs_of(cluster, name) == sorted(t["metadata"]["name"] for t in trained)
-    assert pods_of(cluster, name) == len(trained)  # no child ran twice
-    status = status_of(cluster, name)
+    assert jobs_of(cluster, name, ns) == sorted(t["metadata"]["name"] for t in trained)
+    assert pods_of(cluster, name, ns) == len(trained)  # no child ran twice
+    status = status_of(cluster, name, ns)
     assert status["trials"]["succeeded"] == trials
     assert status["cacheHits"] == len(reused)
     assert status["cacheSavedSeconds"] == pytest.approx(sum(t["status"]["savedSeconds"] for t in reused), abs=0.01)
@@ -144,3 +147,25 @@ def test_a_second_search_reuses_the_first_ones_children(cluster, operator, twins
                                 if e["reason"] == "CacheSourceNotFound"],
                        timeout=15, what="the CacheSourceNotFound Event", operator=operator)
     assert missing[0]["type"] == "Warning" and "nosuch" in missing[0]["message"]
+
+
+@pytest.mark.parametrize("name", ["after-trial-created", "after-result-recorded"])
+def test_a_crash_between_a_hit_and_its_telling_changes_nothing(cluster, tmp_path: Path, name: str):
+    """The operator dies (os._exit) at a failpoint the fourth time it passes it (a child
+    created with no Job yet, or a verdict, reused or not, recorded but not told);
+    restarted, each architecture still has one Job and every reuse is counted once."""
+    namespace = cluster.namespace(f"cache-{name}")
+    doomed = OperatorProcess(cluster=cluster, namespace=namespace, log=tmp_path / "operator.log",
+                             env={"KUBENAS_FAILPOINTS": f"{name}@4"}).start()
+    apply(cluster, manifest("twins", ns=namespace, maxTrials=8, parallelism=2))
+    wait_for(lambda: doomed.process.poll() is not None, timeout=60, what=f"the failpoint {name}", operator=doomed)
+    assert doomed.process.returncode == failpoints.EXIT_CODE, doomed.tail()
+    operator = OperatorProcess(cluster=cluster, namespace=namespace, log=tmp_path / "operator.log",
+                               kubeconfig=doomed.kubeconfig).start()
+    try:
+        status = wait_succeeded(cluster, "twins", operator, ns=namespace)
+    finally:
+        operator.stop()
+    children = check_reuse(cluster, "twins", trials=8, ns=namespace)
+    assert status["cacheHits"] == 8 - len({str(t["spec"]["architecture"]) for t in children})
+    assert status["controller"]["policyUpdates"] == 4
