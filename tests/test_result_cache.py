@@ -316,6 +316,7 @@ async def test_driver_a_failed_twin_is_not_reused_and_the_next_one_trains() -> N
                              "reason": "NodeLost", "message": "node gone"})
     assert [job["metadata"]["name"] for job in api.created["jobs"]] == ["twins-0", "twins-1"]
     assert api.status["twins-2"]["reason"] == WAITING_REASON and "twins-1" in api.status["twins-2"]["message"]
+    assert api.status["twins-1"]["reason"] is None and api.status["twins-1"]["phase"] == "Pending"  # waits no more
     await driver._record(1, succeeded(0.7))
     assert api.status["twins-2"]["cachedFrom"] == "twins-1"
     assert driver.cache.hits == 1 and driver.search.counters.failed == 1

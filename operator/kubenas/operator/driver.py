@@ -608,6 +608,7 @@ class SearchDriver:
             await self._tell([(index, entry.result, (None, None)) for index in waiters])
             return
         for index in waiters:
+            await self._patch_trial(index, {"reason": None, "message": None})  # waits no more
             result = await self._create_child(self.search.in_flight[index], trial=trials[index])
             if result is not None:
                 await self._tell([(index, result, (None, None))])
