@@ -244,6 +244,9 @@ def search_manifest(name: str, *, namespace: str, trainer: str = "fake", env: di
         "maxTrials": 4,
         "parallelism": 2,
         "trial": {"kind": "Job", "template": {"spec": {"securityContext": RESTRICTED_POD, "containers": [container]}}},
+        # Off: these tests count a Job per child (the tiny space repeats children);
+        # tests/test_cache_e2e.py turns it on.
+        "cache": {"enabled": False},
         **spec,
     }
     return {"apiVersion": "kubenas.io/v1alpha1", "kind": "NeuralArchitectureSearch",

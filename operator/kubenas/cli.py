@@ -157,6 +157,9 @@ def _search(args: argparse.Namespace) -> int:
                    if entry["phase"] == "Succeeded" else f"failed: {entry['reason']}")
         print(f"[{name}] retrained #{entry['rank']} child {entry['index']}: {figures}"
               + (f" -> {entry['modelPath']}" if entry["modelPath"] else ""))
+    if result.cache is not None and result.cache.hits:
+        print(f"[{name}] cache: {result.cache.hits} children reused an identical child's result, "
+              f"{result.cache.saved_seconds:.0f}s of training saved")
     print(f"[{name}] records: {run.path}/ (trials.jsonl, best.json, reward.png)")
     if result.phase == "Interrupted":
         print(f"[{name}] interrupted: continue with `kubenas search {args.manifest} --resume`")

@@ -154,6 +154,12 @@ def nas_status_schema() -> dict:
                 },
             ),
             "retrain": _retrain_schema(),
+            "cacheHits": _count("Children that reused an identical finished child's result (spec.cache) instead of "
+                                "training; included in trials."),
+            "cacheSavedSeconds": _typed("number", "Training time those children saved: their sources' durations, "
+                                                  "in seconds.", minimum=0),
+            "cacheSavedGpuSeconds": _typed("number", "GPU time those children saved: their sources' GPU-seconds "
+                                                     "(duration times the GPUs the template asks for).", minimum=0),
             "startTime": _time("When the search started."),
             "completionTime": _time("When the search succeeded or failed."),
         },
@@ -213,7 +219,8 @@ def nastrial_status_schema() -> dict:
         {
             "phase": _typed(
                 "string",
-                "Pending: Job not running yet; Queued: its Job waits, suspended, for Kueue's admission; Running; "
+                "Pending: Job not running yet (reason WaitingForIdentical: no Job, waits for an identical child "
+                "still running); Queued: its Job waits, suspended, for Kueue's admission; Running; "
                 "Succeeded: reward known; Failed: see reason and message.",
                 enum=["Pending", "Queued", "Running", "Succeeded", "Failed"],
             ),
@@ -224,6 +231,11 @@ def nastrial_status_schema() -> dict:
             "validationAccuracy": _typed("number", _VALIDATION_ACCURACY),
             "exitCode": _typed("integer", "Exit code of the trainer container.", format="int32"),
             "result": _preserved_object("The trainer's result document (under 4 KiB)."),
+            "cachedFrom": _typed("string", "The NASTrial (this search's or a spec.cache.from search's) whose result "
+                                           "this child reused instead of training: no Job ran for it."),
+            "savedSeconds": _typed("number", "Training time the reuse saved (the source's duration), in seconds.",
+                                   minimum=0),
+            "savedGpuSeconds": _typed("number", "GPU time the reuse saved (the source's), in GPU-seconds.", minimum=0),
             "startTime": _time("When the child started running."),
             "queuedTime": _time("When the child's Job began waiting for Kueue's admission."),
             "admissionTime": _time("When Kueue admitted the child's Job (its deadline counts from then)."),

@@ -9,6 +9,7 @@ or a kill without losing or repeating a child.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import signal
 import time
@@ -19,12 +20,14 @@ from kubenas import spec as specs
 from kubenas.budget import BUDGET_EXHAUSTED
 from kubenas.evaluators import SubprocessEvaluator, TabularEvaluator
 from kubenas.local_usage import LocalMeter
+from kubenas.local_cache import LocalCache
 from kubenas.metrics import SearchMetrics
 from kubenas.metrics import serve as serve_metrics
 from kubenas.plot import PlotWorker
 from kubenas.progress import Progress
 from kubenas.retrain_local import retrain_locally, write_retrain_summary
 from kubenas.runs import RunDirectory
+from kubenas.result_cache import CachedResult
 from kubenas.search import Search, Ticket
 
 PLOT_EVERY_SECONDS = 30.0
@@ -42,6 +45,7 @@ class LocalResult:
     run: RunDirectory
     usage: dict | None = None  # GPU- and CPU-hours, as the operator's status.usage
     retrain: list[dict] | None = None  # spec.retrain's entries, by rank (kubenas.retrain_local)
+    cache: LocalCache | None = None  # the result cache's figures (hits, seconds saved)
 
 
 def effective_parallelism(spec: specs.SearchSpec, *, override: int | None, cores: int | None = None) -> int:
@@ -124,6 +128,7 @@ async def _run_search(
 
     def usage() -> dict:
         return meter.status(remaining_children=search.max_trials - search.counters.succeeded - search.counters.failed)
+    cache = LocalCache(spec=spec, name=name, runs_dir=runs_dir, recorded=recorded)
     # Children recorded before a crash but not yet in the checkpoint: tell them now.
     for index in sorted(set(search.in_flight) & set(recorded)):
         search.tell(index, recorded[index]["result"])
@@ -134,6 +139,8 @@ async def _run_search(
         loop.add_signal_handler(signum, stop.set)
     running: dict[asyncio.Task, tuple[Ticket, float]] = {}
     ended: dict[asyncio.Task, float] = {}  # when each child's task finished: the result delay
+    hits: dict[asyncio.Future, CachedResult] = {}  # children reusing an identical child's result
+    reused_now: list[asyncio.Future] = []  # hits made while results are recorded: told in the same pass
     last_plot = time.monotonic()
     phase, reason = "Succeeded", None
     retrained = None
@@ -143,29 +150,49 @@ async def _run_search(
         observed.children(pending=0, running=len(running), succeeded=search.counters.succeeded,
                           failed=search.counters.failed, best=best.reward if best else None)
 
-    def record(ticket: Ticket, result: dict, seconds: float | None, *, delay: float | None = None) -> None:
+    def record(ticket: Ticket, result: dict, seconds: float | None, *, delay: float | None = None,
+               cached: CachedResult | None = None) -> None:
         outcome = search.tell(ticket.index, result)
         if outcome is None:
             return
         told = search.counters.succeeded + search.counters.failed
-        cost = meter.finished(ticket.index, result, seconds)
+        cost = meter.finished(ticket.index, result, seconds if cached is None else None)
         observed.cost(gpu_seconds=cost.gpu_seconds, cpu_seconds=cost.cpu_seconds)
         entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told,
-                                 extra={"gpuSeconds": round(cost.gpu_seconds, 3), "cpuSeconds": round(cost.cpu_seconds, 3)})
+                                 extra={"gpuSeconds": round(cost.gpu_seconds, 3), "cpuSeconds": round(cost.cpu_seconds, 3),
+                                        **cache.record_fields(ticket, cached=cached)})
         recorded[ticket.index] = entry
         progress.usage = meter.line(remaining_children=search.max_trials - told)
+        if cached is not None:
+            cache.hit(cached)
+            observed.cache_hit(saved_seconds=cached.seconds, saved_gpu_seconds=None)
+        progress.cache_line = cache_line()
         progress.finished(entry, search, running=len(running))
         observed.finished(reason=outcome.reason, reward=outcome.reward if outcome.succeeded else None,
                           duration=seconds, delay=delay)
         if outcome.update is not None:
             observed.policy_updated(outcome.update)
+        if cached is None:  # the children that waited for this one: its result, or their own turn
+            for index in cache.finished(ticket, reason=outcome.reason, result=result, seconds=seconds):
+                launch(search.in_flight[index])
+
+    def cache_line() -> str:
+        return f"{cache.hits} hits, {cache.waiting()} waiting, {cache.saved_seconds:.0f}s of training saved"
 
     def launch(ticket: Ticket) -> None:
         if ticket.index in recorded:  # finished before a crash, asked again on resume
             search.tell(ticket.index, recorded[ticket.index]["result"])
         elif (leftover := evaluate.finished_result(ticket.index)) is not None:
             record(ticket, leftover, None)
-        else:
+        elif (decision := cache.decide(ticket)).action == "hit":
+            # A finished future, not told at once: results still go to the engine in index
+            # order among those that finish together (as a table's children do).
+            reused = loop.create_future()
+            reused.set_result(decision.entry.result)
+            hits[reused] = decision.entry
+            running[reused] = (ticket, time.monotonic())
+            reused_now.append(reused)
+        elif decision.action == "train":  # else it waits for its identical twin, still running
             task = asyncio.ensure_future(evaluate(ticket))
             task.add_done_callback(lambda done: ended.setdefault(done, time.monotonic()))
             running[task] = (ticket, time.monotonic())
@@ -191,7 +218,8 @@ async def _run_search(
                         and (spent := meter.spent()) is not None):
                     reason = BUDGET_EXHAUSTED  # Succeeded once the running finish
                     progress.log(f"[{name}] {spent}: no new children; waiting for the {len(running)} running")
-                while phase != "Failed" and reason != BUDGET_EXHAUSTED and not stop.is_set() and len(running) < width:
+                # A child waiting for an identical one holds its place, as on a cluster.
+                while phase != "Failed" and reason != BUDGET_EXHAUSTED and not stop.is_set() and len(running) + cache.waiting() < width:
                     ticket = search.ask()
                     if ticket is None:
                         break
@@ -202,7 +230,7 @@ async def _run_search(
                 run.save(search)
                 if time.monotonic() - last_plot > PLOT_EVERY_SECONDS:
                     _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter,
-                                     usage=usage())
+                                     usage=usage(), cache=cache)
                     last_plot = time.monotonic()
                 if stop.is_set():
                     phase, reason = "Interrupted", "Interrupted"
@@ -213,10 +241,19 @@ async def _run_search(
                     continue  # every child asked so far was already recorded (resume)
                 progress.refresh(search, running=len(running))
                 done, _ = await asyncio.wait([*running, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done - {stop_waiter}, key=lambda t: running[t][0].index):
+                reused_now.clear()
+                queue = [(running[t][0].index, t) for t in done - {stop_waiter}]
+                heapq.heapify(queue)
+                while queue:  # in index order, twins released by a result among them
+                    task = heapq.heappop(queue)[1]
                     ticket, started = running.pop(task)
                     finished = ended.pop(task, time.monotonic())
-                    record(ticket, task.result(), finished - started, delay=time.monotonic() - finished)
+                    cached = hits.pop(task, None)  # a hit: no training, so no duration
+                    record(ticket, task.result(), None if cached else finished - started,
+                           delay=time.monotonic() - finished, cached=cached)
+                    while reused_now:
+                        reused = reused_now.pop()
+                        heapq.heappush(queue, (running[reused][0].index, reused))
             stop_waiter.cancel()
             if running:  # interrupted: stop children; they stay in flight for --resume
                 for task in running:
@@ -225,7 +262,8 @@ async def _run_search(
                 running.clear()
             run.save(search)
             if phase == "Succeeded" and spec.retrain is not None and search.best is not None:
-                _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage())
+                _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage(),
+                                 cache=cache)
                 retrained = await retrain_locally(spec=spec, search=search, run=run, name=name, width=width,
                                                   progress=progress, stop=stop)
                 if retrained is None:
@@ -233,19 +271,20 @@ async def _run_search(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage())
+    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage(), cache=cache)
     if retrained is not None:
         write_retrain_summary(run, retrained)
     if phase in ("Succeeded", "Failed"):
         observed.phase(phase)
-    return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=usage(), retrain=retrained)
+    return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=usage(), retrain=retrained, cache=cache)
 
 
 def _write_summaries(
     run: RunDirectory, search: Search, name: str, *, records: list[dict], plotter: PlotWorker,
     usage: dict | None = None,
+    cache: LocalCache | None = None,
 ) -> None:
     """best.json and reward.png, from the records already in memory (no re-read of trials.jsonl)."""
-    run.write_best(search, usage=usage)
+    run.write_best(search, usage=usage, extra=cache.summary() if cache is not None and cache.hits else None)
     if records:
         plotter.plot(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)

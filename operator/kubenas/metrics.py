@@ -52,6 +52,11 @@ GPU_SECONDS = Counter("kubenas_child_gpu_seconds", "GPUs requested times run tim
                       "search's start: a restarted operator resumes at its NASTrials' sum).", SEARCH)
 CPU_SECONDS = Counter("kubenas_child_cpu_seconds", "CPUs requested times run time of the finished children (from the "
                       "search's start: a restarted operator resumes at its NASTrials' sum).", SEARCH)
+CACHE_HITS = Counter("kubenas_cache_hits", "Children that reused an identical child's result (no training).", SEARCH)
+CACHE_SAVED = Counter("kubenas_cache_saved_seconds", "Training time cache hits saved (their sources' durations).",
+                      SEARCH)
+CACHE_SAVED_GPU = Counter("kubenas_cache_saved_gpu_seconds", "GPU time cache hits saved (their sources' GPU-seconds).",
+                          SEARCH)
 PHASE = Gauge("kubenas_search_phase", "1 for the search's current phase, 0 for the others.", (*SEARCH, "phase"))
 
 HANDLER_ERRORS = Counter("kubenas_operator_handler_errors", "Operator handlers that raised, by handler.", ("handler",))
@@ -65,7 +70,7 @@ LOOP_LAG_MAX = Gauge("kubenas_operator_loop_lag_max_seconds", "The largest event
 HANDLER_ERRORS.labels("drive_search")  # at 0: rate() shows no errors rather than no data
 
 _PER_SEARCH = (CREATED, SUCCEEDED, RUNNING, REWARD, DURATION, RESULT_DELAY, LAST_FINISHED, BEST, BASELINE,
-               ENTROPY, LOSS, UPDATES, GPU_SECONDS, CPU_SECONDS)
+               ENTROPY, LOSS, UPDATES, GPU_SECONDS, CPU_SECONDS, CACHE_HITS, CACHE_SAVED, CACHE_SAVED_GPU)
 
 
 def serve(*, port: int, host: str = "0.0.0.0") -> None:
@@ -80,7 +85,7 @@ class SearchMetrics:
 
     def __init__(self, *, namespace: str | None, search: str) -> None:
         self.labels = (namespace or LOCAL_NAMESPACE, search)
-        for metric in (CREATED, SUCCEEDED, UPDATES, REWARD, DURATION, RESULT_DELAY):
+        for metric in (CREATED, SUCCEEDED, UPDATES, REWARD, DURATION, RESULT_DELAY, CACHE_HITS):
             metric.labels(*self.labels)  # present at 0 from the start: increase() sees the first child
         LAST_FINISHED.labels(*self.labels).set(time.time())
         self._failure_reasons: set[str] = set()
@@ -115,6 +120,14 @@ class SearchMetrics:
         for metric, total in ((GPU_SECONDS, gpu_seconds), (CPU_SECONDS, cpu_seconds)):
             child = metric.labels(*self.labels)
             child.inc(max(0.0, total - child._value.get()))  # prometheus-client has no public read
+
+    def cache_hit(self, *, saved_seconds: float | None, saved_gpu_seconds: float | None) -> None:
+        """A child reused an identical child's result instead of training."""
+        CACHE_HITS.labels(*self.labels).inc()
+        if saved_seconds:
+            CACHE_SAVED.labels(*self.labels).inc(max(0.0, saved_seconds))
+        if saved_gpu_seconds:
+            CACHE_SAVED_GPU.labels(*self.labels).inc(max(0.0, saved_gpu_seconds))
 
     def policy_updated(self, update: UpdateStats) -> None:
         UPDATES.labels(*self.labels).inc()

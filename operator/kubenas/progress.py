@@ -25,6 +25,7 @@ class Progress:
         self._display: Live | None = None
         self._recent: deque[str] = deque(maxlen=5)  # the panel's last finished children
         self.usage: str | None = None  # the panel's GPU- and CPU-hours line (set by the runner)
+        self.cache_line: str | None = None  # the result cache's figures, set by the runner
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -52,6 +53,8 @@ class Progress:
         reward = "-" if record["reward"] is None else f"{record['reward']:.4f}"
         accuracy = "" if record["validationAccuracy"] is None else f" val_acc={record['validationAccuracy']:.4f}"
         reason = f" reason={record['reason']}" if record["reason"] else ""
+        if record.get("cachedFrom"):
+            reason += f" cachedFrom={record['cachedFrom']}"
         line = (
             f"[{self.name}] child {record['index']} {record['status']} reward={reward}{accuracy}{reason} | "
             f"done {counters.succeeded + counters.failed}/{search.max_trials} running {running} "
@@ -78,6 +81,8 @@ class Progress:
             table.add_row(
                 "policy", f"version {update.version}, baseline {update.baseline:.4f}, entropy {update.entropy:.2f}"
             )
+        if self.cache_line:
+            table.add_row("cache", self.cache_line)
         rate = done / elapsed if elapsed > 0 else 0.0
         remaining = (search.max_trials - done) / rate if rate > 0 else float("nan")
         table.add_row("time", f"{elapsed:.0f}s elapsed" + (f", ~{remaining:.0f}s left" if rate > 0 else ""))

@@ -86,7 +86,7 @@ class RunDirectory:
     def append_trial(self, ticket: Ticket, outcome: Outcome, result: dict, *, seconds: float | None, told: int,
                      extra: dict | None = None) -> dict:
         """Record a finished child; `told` is how many results the search has now; `extra`:
-        more fields (its gpuSeconds and cpuSeconds)."""
+        more fields (its gpuSeconds and cpuSeconds, the result cache's)."""
         record = {
             "index": ticket.index,
             "status": "Succeeded" if outcome.succeeded else "Failed",
@@ -100,13 +100,14 @@ class RunDirectory:
             "seconds": None if seconds is None else round(seconds, 3),
             **(extra or {}),
             "result": result,
+            **(extra or {}),
         }
         _append_line(self.trials_file, record)
         if outcome.update is not None:
             _append_line(self.updates_file, {"afterResults": told, **asdict(outcome.update)})
         return record
 
-    def write_best(self, search: Search, *, usage: dict | None = None) -> None:
+    def write_best(self, search: Search, *, usage: dict | None = None, extra: dict | None = None) -> None:
         best = search.best
         if best is None:
             return
@@ -116,6 +117,7 @@ class RunDirectory:
             "reward": best.reward,
             "validation_accuracy": best.validation_accuracy,
             **({"usage": usage} if usage is not None else {}),  # the search's GPU- and CPU-hours
+            **(extra or {}),
         }
         atomic_write(self.best_file, (json.dumps(document, indent=2) + "\n").encode())
 

@@ -7,6 +7,7 @@ with a default (the paper's, where the paper gives one) and a description.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -378,6 +379,31 @@ class Retrain(_Model):
     )
 
 
+class Cache(_Model):
+    """The result cache: a child identical to one already finished (same architecture,
+    same trial template) reuses its result instead of training again."""
+
+    enabled: bool = Field(
+        True, description="Reuse the results of identical finished children; an identical child still running is "
+        "waited for. Reused children still count against maxTrials but cost no training time.",
+    )
+    from_: list[str] = Field(
+        default_factory=list,
+        alias="from",
+        max_length=16,
+        description="Other searches (names, same namespace; locally runs/<name>/) whose finished children are "
+        "reused too, where their trial template is the same.",
+    )
+
+    @field_validator("from_")
+    @classmethod
+    def _names(cls, values: list[str]) -> list[str]:
+        for name in values:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
+                raise ValueError(f"{name!r} is not a search name (a DNS label)")
+        return _distinct(values)
+
+
 class SearchSpec(_Model):
     """`spec` of a NeuralArchitectureSearch."""
 
@@ -397,6 +423,7 @@ class SearchSpec(_Model):
     retrain: Retrain | None = Field(
         None, description="Once every child is done, retrain the best ones with a longer recipe (none: no retraining)."
     )
+    cache: Cache = Field(default_factory=Cache, description="Reuse of identical children's results.")
 
     @model_validator(mode="after")
     def _tabular_fits_space(self) -> SearchSpec:

@@ -27,6 +27,7 @@ from kubenas.budget import BUDGET_EXHAUSTED, Cost, budget_spent, usage_status
 from kubenas.evaluators import TabularEvaluator
 from kubenas.metrics import SearchMetrics
 from kubenas.operator import children, metering, names, queueing, results
+from kubenas.operator.cache import LABEL_CACHE_KEY, WAITING_REASON, ClusterCache
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
 from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.failpoints import failpoint
@@ -35,6 +36,7 @@ from kubenas.operator.retrain import Retrainer, check_retrain_template
 from kubenas.operator.status import conditions_for, now, search_status, unschedulable_condition
 from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.operator.waiting import WaitingChildren
+from kubenas.result_cache import CachedResult, gpus_of
 from kubenas.search import CheckpointMismatch, Search, Ticket, failure, fingerprint
 from kubenas.spaces import summarize
 
@@ -188,6 +190,7 @@ class SearchDriver:
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
         self.meter = metering.SearchMeter()  # GPU- and CPU-seconds, spec.budget
         self.retrainer: Retrainer | None = None  # spec.retrain, made when first due (kubenas.operator.retrain)
+        self.cache = ClusterCache(search=self.name)  # identical children's results (spec.cache)
 
     # -- identity --------------------------------------------------------------------
 
@@ -226,6 +229,11 @@ class SearchDriver:
                     spec.trial.tabular, directory=self.settings.tabular_dir, confined=True))
             except specs.SpecError as error:
                 raise SearchFailed("InvalidSpec", str(error)) from None
+        self.cache = ClusterCache(search=self.name)
+        missing = await self.cache.load_others(self.client, namespace=self.namespace, spec=spec)
+        if missing:
+            self._event("CacheSourceNotFound", f"spec.cache.from: no search {', '.join(missing)} in namespace "
+                                               f"{self.namespace}; its children cannot be reused", warning=True)
         data = await read_checkpoint(self.client, search=self.owner())
         if data is None:
             await off_loop(check_space, spec)  # a restored search passed it when it began
@@ -245,6 +253,8 @@ class SearchDriver:
             search.max_trials = spec.max_trials
             self.search, self.spec = search, spec
             self.meter.restore(recorded.values())  # before the replay: the sum of every recorded child
+            for trial in recorded.values():  # the results and hits of its own children
+                self.cache.learn(trial, gpus=gpus_of(spec.trial))
             await self._replay(recorded)
             await self._meter_running()
             self.metrics.policy(search.last_update)
@@ -285,6 +295,8 @@ class SearchDriver:
         for index in sorted(search.in_flight):  # adopt the running, recreate the missing
             ticket = search.in_flight[index]
             if index in jobs:
+                self.cache.adopt(index, ((recorded.get(index) or {}).get("metadata", {}).get("labels") or {}).get(
+                    LABEL_CACHE_KEY))
                 self.events.put_nowait(JobEvent(index, jobs[index], deleted=False))
             elif (result := await self._create_child(ticket, trial=recorded.get(index))) is not None:
                 await self._tell([(index, result, (None, None))])
@@ -519,9 +531,13 @@ class SearchDriver:
 
     async def _create_child(self, ticket: Ticket, *, trial: dict | None = None) -> dict | None:
         """Create the child's NASTrial and Job. A table child is looked up and its verdict
-        recorded at once: that result is returned, for the caller to tell."""
+        recorded at once: that result is returned, for the caller to tell. So is a cache hit's
+        (no Job); a child identical to one still running waits for it (no Job either)."""
+        decision = self.cache.decide(ticket, self.spec)  # before any await: twins in a burst see each other
         if trial is None:
             body = children.trial_object(search=self.owner(), ticket=ticket)
+            if self.spec.cache.enabled:
+                body["metadata"]["labels"][LABEL_CACHE_KEY] = self.cache.key(ticket, self.spec)
             try:
                 trial = await self.client.create(names.TRIALS, namespace=self.namespace, body=body)
             except ApiError as error:
@@ -534,6 +550,15 @@ class SearchDriver:
             self.metrics.created()
         self.trial_uids[ticket.index] = trial["metadata"]["uid"]
         failpoint("after-trial-created")
+        if decision.action == "hit":
+            await self._record_verdict(ticket.index, decision.entry.result, cached=decision.entry)
+            return decision.entry.result  # told by the caller, in index order
+        if decision.action == "wait":
+            self.cache.trials[ticket.index] = trial
+            await self._patch_trial(ticket.index, {
+                "phase": "Pending", "reason": WAITING_REASON,
+                "message": f"waits for {self.trial_name(decision.source)}, an identical child still running"})
+            return None
         if self.evaluate_table is not None:  # Tabular children are table lookups: no Job
             result = await self.evaluate_table(ticket)
             await self._record_verdict(ticket.index, result)
@@ -607,11 +632,18 @@ class SearchDriver:
         await self._tell([(index, result, times)])
 
     async def _record_verdict(self, index: int, result: dict, *, exit_code: int | None = None,
-                              cost: Cost | None = None) -> None:
-        """The durable half: the child's verdict in its NASTrial's status."""
+                              cost: Cost | None = None, cached: CachedResult | None = None) -> None:
+        """The durable half: the child's verdict in its NASTrial's status (`cached`: the
+        identical child whose result it reuses)."""
         reward, accuracy, reason = self.search.judge(result)
         succeeded = reason is None
+        reuse = {} if cached is None else {"cachedFrom": cached.source, "savedSeconds": cached.seconds,
+                                           "savedGpuSeconds": cached.gpu_seconds}
+        if cached is not None:
+            self.cache.count(seconds=cached.seconds, gpu_seconds=cached.gpu_seconds)
+            self.metrics.cache_hit(saved_seconds=cached.seconds, saved_gpu_seconds=cached.gpu_seconds)
         await self._patch_trial(index, {
+            **reuse,
             "phase": "Succeeded" if succeeded else "Failed",
             "reason": "Succeeded" if succeeded else reason,
             "message": "" if succeeded else str(result.get("message") or "")[:1024],
@@ -627,6 +659,7 @@ class SearchDriver:
         """Tell the engine recorded verdicts, in this order; if the policy changed, write
         the checkpoint before returning (so before any child of the new policy exists)."""
         updated = False
+        releases = []  # (children that waited for an identical one, its result if reusable)
         for index, result, (start, end) in verdicts:
             self.marked_running.discard(index)
             self.pods.pop(index, None)
@@ -641,6 +674,11 @@ class SearchDriver:
             if outcome is None:
                 continue
             reason = outcome.reason
+            released, entry = self.cache.finished(
+                index, reason=reason, result=result, gpus=gpus_of(self.spec.trial),
+                seconds=end - start if start is not None and end is not None else None)
+            if released:
+                releases.append((released, entry))
             self.metrics.finished(reason=reason, reward=outcome.reward if outcome.succeeded else None,
                                   duration=end - start if start is not None and end is not None else None,
                                   delay=time.time() - end if end is not None else None)
@@ -661,6 +699,24 @@ class SearchDriver:
             failpoint("in-policy-update")
             await self._checkpoint()
             failpoint("after-checkpoint")
+        for released, entry in releases:
+            await self._release(released, entry)
+
+    async def _release(self, waiters: list[int], entry: CachedResult | None) -> None:
+        """Children that waited for an identical one: its result (recorded, then told), or,
+        where it failed, their own turn (the first trains, its twins wait again)."""
+        waiters = [index for index in waiters if index in self.search.in_flight]
+        trials = {index: self.cache.trials.pop(index, None) for index in waiters}
+        if entry is not None:
+            for index in waiters:
+                await self._record_verdict(index, entry.result, cached=entry)
+            await self._tell([(index, entry.result, (None, None)) for index in waiters])
+            return
+        for index in waiters:
+            await self._patch_trial(index, {"reason": None, "message": None})  # waits no more
+            result = await self._create_child(self.search.in_flight[index], trial=trials[index])
+            if result is not None:
+                await self._tell([(index, result, (None, None))])
 
     async def _patch_trial(self, index: int, status: dict) -> None:
         try:
@@ -712,6 +768,7 @@ class SearchDriver:
             told = self.search.counters.succeeded + self.search.counters.failed
             patch["usage"] = usage_status(usage=self.meter.usage, running=self.meter.running_cost(),
                                           remaining_children=self.search.max_trials - told)
+            patch.update(self.cache.status())
             self._observe()
         if self.retrainer is not None:
             patch["retrain"] = self.retrainer.entries

@@ -1,0 +1,131 @@
+"""The result cache in the operator: which NASTrials may lend their result to a new child.
+
+Filled from NASTrials: the search's own (after a restart) and those of the searches in
+`spec.cache.from` (same namespace only: the label `kubenas.io/search=<name>`, checked
+against the trial's own spec and owner), read when the driver starts. Every NASTrial
+carries its cache key as the label `kubenas.io/cache-key` (set at creation, from the
+template of the time), so trials of another template never match.
+
+A reused child's NASTrial says `status.cachedFrom: <source NASTrial>` and what the reuse
+saved: `savedSeconds` (the source's start to completion) and `savedGpuSeconds` (the
+source's `status.gpuSeconds` where recorded, else that duration times the GPUs its
+template asks for now). The search's status sums them (`cacheHits`, `cacheSaved*`).
+"""
+
+from __future__ import annotations
+
+from kubenas import spec as specs
+from kubenas.operator import names, results
+from kubenas.operator.kube import KubeClient
+from kubenas.result_cache import CachedResult, Decision, ResultCache, cache_key, gpus_of, reusable, trial_hash
+from kubenas.search import Ticket
+
+LABEL_CACHE_KEY = "kubenas.io/cache-key"
+WAITING_REASON = "WaitingForIdentical"
+
+
+def _duration(status: dict) -> float | None:
+    start, end = results.timestamp(status.get("startTime")), results.timestamp(status.get("completionTime"))
+    return None if start is None or end is None else max(0.0, end - start)
+
+
+def _from_search(trial: dict, search: dict) -> bool:
+    """A NASTrial made by `search` (not merely labelled so): owned by that very object."""
+    owners = trial["metadata"].get("ownerReferences") or []
+    return (trial.get("spec") or {}).get("search") == search["metadata"]["name"] and any(
+        o.get("kind") == names.SEARCHES.kind and o.get("uid") == search["metadata"]["uid"] for o in owners)
+
+
+class ClusterCache:
+    """One search's result cache, its hit counters, and the trial hash of its spec."""
+
+    def __init__(self, *, search: str) -> None:
+        self.search = search
+        self.cache = ResultCache()
+        self.hits = 0
+        self.saved_seconds = 0.0
+        self.saved_gpu_seconds = 0.0
+        self._hashed: tuple[specs.Trial, str] | None = None
+        self.trials: dict[int, dict] = {}  # waiting children's NASTrials, to create their Jobs if their source fails
+
+    def key(self, ticket: Ticket, spec: specs.SearchSpec) -> str:
+        if self._hashed is None or self._hashed[0] is not spec.trial:
+            self._hashed = (spec.trial, trial_hash(spec.trial))
+        return cache_key(architecture=ticket.architecture, trial=self._hashed[1])
+
+    # -- filling -------------------------------------------------------------------------
+
+    def learn(self, trial: dict, *, gpus: int, ours: bool = True) -> None:
+        """A NASTrial: its result if it succeeded; and if it is one of ours (`ours`) that
+        reused a result, count the hit."""
+        status = trial.get("status") or {}
+        key = (trial["metadata"].get("labels") or {}).get(LABEL_CACHE_KEY)
+        source = status.get("cachedFrom")
+        if ours and source and status.get("phase") in ("Succeeded", "Failed"):
+            self.count(seconds=status.get("savedSeconds"), gpu_seconds=status.get("savedGpuSeconds"))
+        if not key or status.get("phase") != "Succeeded" or not isinstance(status.get("result"), dict):
+            return
+        if source:
+            entry = CachedResult(result=status["result"], source=source, seconds=status.get("savedSeconds"),
+                                 gpu_seconds=status.get("savedGpuSeconds"))
+        else:
+            seconds = _duration(status)
+            gpu_seconds = status.get("gpuSeconds")
+            if gpu_seconds is None and seconds is not None:
+                gpu_seconds = seconds * gpus
+            entry = CachedResult(result=status["result"], source=trial["metadata"]["name"], seconds=seconds,
+                                 gpu_seconds=gpu_seconds)
+        self.cache.add(key, entry)
+
+    async def load_others(self, client: KubeClient, *, namespace: str, spec: specs.SearchSpec) -> list[str]:
+        """The finished children of `spec.cache.from` searches (this namespace only);
+        returns the names of those that do not exist."""
+        missing = []
+        for other in spec.cache.from_ if spec.cache.enabled else []:
+            if other == self.search:
+                continue
+            # A list by name, not a get: the operator's role lists searches (kopf's watch), never gets one.
+            found = await client.list(names.SEARCHES, namespace=namespace, label_selector="",
+                                      field_selector=f"metadata.name={other}")
+            search = found[0] if found else None
+            if search is None:
+                missing.append(other)
+                continue
+            for trial in await client.list(names.TRIALS, namespace=namespace,
+                                           label_selector=f"{names.LABEL_SEARCH}={other},{LABEL_CACHE_KEY}"):
+                if _from_search(trial, search):
+                    self.learn(trial, gpus=gpus_of(spec.trial), ours=False)
+        return missing
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def decide(self, ticket: Ticket, spec: specs.SearchSpec) -> Decision:
+        if not spec.cache.enabled:
+            return Decision("train")
+        # Table children never wait: a lookup costs less than waiting for its twin.
+        return self.cache.decide(key=self.key(ticket, spec), index=ticket.index, wait=spec.trial.kind != "Tabular")
+
+    def adopt(self, index: int, key: str | None) -> None:
+        """A child found training after a restart: identical children wait for it."""
+        if key:
+            self.cache.start(key=key, index=index)
+
+    def finished(self, index: int, *, reason: str | None, result: dict, seconds: float | None,
+                 gpus: int) -> tuple[list[int], CachedResult | None]:
+        """Child `index` has its verdict: (the children that waited for it, the result they reuse or None)."""
+        entry = None
+        if reusable(reason):
+            entry = CachedResult(result=result, source=names.trial_name(self.search, index), seconds=seconds,
+                                 gpu_seconds=None if seconds is None else seconds * gpus)
+        released = self.cache.finish(index=index, entry=entry)
+        return released, entry
+
+    def count(self, *, seconds: float | None, gpu_seconds: float | None) -> None:
+        self.hits += 1
+        self.saved_seconds += float(seconds or 0.0)
+        self.saved_gpu_seconds += float(gpu_seconds or 0.0)
+
+    def status(self) -> dict:
+        return {"cacheHits": self.hits, "cacheSavedSeconds": round(self.saved_seconds, 3),
+                "cacheSavedGpuSeconds": round(self.saved_gpu_seconds, 3)}
+
