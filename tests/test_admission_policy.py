@@ -21,6 +21,7 @@ RULES = {
                 "verbs": ["create", "get", "list", "patch", "update"]},
                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
 }
+RULES["reader"] = [*RULES["jobber"], {"apiGroups": ["kubenas.io"], "resources": ["nastrials"], "verbs": ["list"]}]
 
 
 def _user(cluster: Cluster, name: str, tmp_path: Path) -> Path:
@@ -64,3 +65,10 @@ def test_only_users_who_may_create_jobs_may_create_searches(api_cluster: Cluster
     assert respec.returncode != 0 and "may not create Jobs there" in respec.stderr
     labelled = cluster.kubectl("label", "nas", "theirs", "-n", NS, "team=a", kubeconfig=searcher, check=False)
     assert labelled.returncode == 0, labelled.stderr
+
+    # spec.cache.from copies other searches' results: only for who may list NASTrials.
+    reusing = search_manifest("reuser", namespace=NS, cache={"from": ["theirs"]})
+    refused = _apply_as(cluster, jobber, reusing)
+    assert refused.returncode != 0 and "may not list NASTrials there" in refused.stderr, refused.stderr
+    allowed = _apply_as(cluster, _user(cluster, "reader", tmp_path), reusing)
+    assert allowed.returncode == 0, allowed.stderr

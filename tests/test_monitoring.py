@@ -342,7 +342,7 @@ def test_the_metrics_agree_with_the_search_status(stack: Stack):
     assert by_phase == {"Pending": 0, "Running": 0, "Succeeded": trials["succeeded"], "Failed": trials["failed"]}
     assert value(f"max_over_time(kubenas_children_running{{{selector}}}[1h])") > 0
     phases = stack.prometheus.by_label(f"kubenas_search_phase{{{selector}}}", "phase")
-    assert phases == {"Pending": 0, "Running": 0, "Suspended": 0, "Succeeded": 1, "Failed": 0}
+    assert phases == {"Pending": 0, "Running": 0, "Suspended": 0, "Retraining": 0, "Succeeded": 1, "Failed": 0}
     assert value(f"kubenas_best_reward{{{selector}}}") == pytest.approx(stack.status["best"]["reward"], abs=1e-6)
     controller = stack.status["controller"]
     assert value(f"kubenas_policy_updates_total{{{selector}}}") == controller["policyUpdates"] == MAX_TRIALS // 2
