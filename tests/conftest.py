@@ -24,3 +24,16 @@ def api_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One real cluster that runs pods, its CRDs installed, for the end-to-end modules that
+    need nothing special of it (budget, cache, retraining): each works in a namespace of
+    its own with an operator of its own, and the cluster starts once, not once per module."""
+    cluster = Cluster(workdir=tmp_path_factory.mktemp("shared-cluster")).start()
+    try:
+        cluster.install_crds()
+        yield cluster
+    finally:
+        cluster.stop()

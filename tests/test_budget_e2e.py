@@ -21,12 +21,9 @@ BUDGET_SECONDS = 10  # GPU-seconds: about three children of two at a time
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    cluster = Cluster(workdir=tmp_path_factory.mktemp("cluster")).start()
-    cluster.install_crds()
-    cluster.namespace(NS)
-    yield cluster
-    cluster.stop()
+def cluster(shared_cluster: Cluster) -> Cluster:
+    shared_cluster.namespace(NS)
+    return shared_cluster
 
 
 def start_operator(cluster: Cluster, log) -> OperatorProcess:

@@ -22,12 +22,9 @@ TWO_ARCHITECTURES = {"type": "MacroCNN", "macroCNN": {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    cluster = Cluster(workdir=tmp_path_factory.mktemp("cluster")).start()
-    cluster.install_crds()
-    cluster.namespace(NS)
-    yield cluster
-    cluster.stop()
+def cluster(shared_cluster: Cluster) -> Cluster:
+    shared_cluster.namespace(NS)
+    return shared_cluster
 
 
 @pytest.fixture(scope="module")
