@@ -365,7 +365,8 @@ def test_kubectl_get_prints_the_crds_columns(cluster: Cluster) -> None:
     name = search["metadata"]["name"]
     cluster.merge_patch(f"{SEARCHES}/{name}/status", {"status": {
         "phase": "Running", "progress": "4/32", "trials": {"created": 6, "running": 2, "succeeded": 3, "failed": 1},
-        "best": {"trial": f"{name}-00003", "index": 3, "reward": 0.91}}})
+        "best": {"trial": f"{name}-00003", "index": 3, "reward": 0.91},
+        "usage": {"gpuHours": 1.5}, "cacheHits": 7}})
     trial = created(cluster, TRIALS, {"apiVersion": specs.API_VERSION, "kind": "NASTrial",
                                     "metadata": {"name": "columns"}, "spec": TRIAL_SPEC | {"search": name}})
     cluster.merge_patch(f"{TRIALS}/{trial['metadata']['name']}/status", {"status": {"phase": "Succeeded", "reward": 0.875}})
@@ -381,6 +382,10 @@ def test_kubectl_get_prints_the_crds_columns(cluster: Cluster) -> None:
             assert rows[0] == header, rows
             assert rows[1][:-1] == [obj["metadata"]["name"], *cells], rows
             assert re.fullmatch(r"\d+s", rows[1][-1]), rows  # AGE, from metadata.creationTimestamp
+    # `-o wide` adds the priority-1 columns: compute spent, cache hits, the best child.
+    wide = table(cluster, "nas", search["metadata"]["name"], "-o", "wide")
+    assert wide[0][-4:] == ["QUEUED", "GPU-HOURS", "CACHE HITS", "BEST TRIAL"], wide
+    assert wide[1][-3:] == ["1.5", "7", f"{name}-00003"], wide
     # Both kinds are in the `kubenas` category.
     listed = cluster.kubectl("get", "-n", NAMESPACE, "kubenas", "-o", "name").stdout.split()
     assert {f"neuralarchitecturesearch.kubenas.io/{name}", f"nastrial.kubenas.io/{trial['metadata']['name']}"} <= set(listed)

@@ -32,8 +32,9 @@ HEADER = (
 )
 
 
-def _column(name: str, type_: str, json_path: str) -> dict:
-    return {"name": name, "type": type_, "jsonPath": json_path}
+def _column(name: str, type_: str, json_path: str, *, wide: bool = False) -> dict:
+    """A `kubectl get` column; `wide`: only with `-o wide` (priority 1)."""
+    return {"name": name, "type": type_, "jsonPath": json_path, **({"priority": 1} if wide else {})}
 
 
 _AGE_COLUMN = _column("Age", "date", ".metadata.creationTimestamp")
@@ -107,6 +108,10 @@ def crd_documents() -> list[dict]:
             _column("Failed", "integer", ".status.trials.failed"),
             _column("Best reward", "number", ".status.best.reward"),
             _AGE_COLUMN,
+            _column("Queued", "integer", ".status.trials.queued", wide=True),
+            _column("GPU-hours", "number", ".status.usage.gpuHours", wide=True),
+            _column("Cache hits", "integer", ".status.cacheHits", wide=True),
+            _column("Best trial", "string", ".status.best.trial", wide=True),
         ],
     )
     trial = _crd(
@@ -126,6 +131,9 @@ def crd_documents() -> list[dict]:
             _column("Phase", "string", ".status.phase"),
             _column("Reward", "number", ".status.reward"),
             _AGE_COLUMN,
+            _column("Reason", "string", ".status.reason", wide=True),
+            _column("GPU-seconds", "number", ".status.gpuSeconds", wide=True),
+            _column("Cached from", "string", ".status.cachedFrom", wide=True),
         ],
     )
     return [search, trial]
