@@ -88,12 +88,16 @@ def test_kueue_admits_children_within_the_gpu_quota(cluster, tmp_path):
         "limits": {"cpu": "1", "nvidia.com/gpu": "1"}}
     try:
         apply(cluster, manifest)
-        most_queued, most_running_pods, phases_seen = 0, 0, set()
+        most_queued, most_running_pods, phases_seen, restarted = 0, 0, set(), False
 
         def done() -> bool:  # samples the search, its NASTrials and pods on the way
-            nonlocal most_queued, most_running_pods
+            nonlocal most_queued, most_running_pods, restarted
             status = (cluster.get(f"{NAS.format(ns=NS)}/queued") or {}).get("status") or {}
             most_queued = max(most_queued, (status.get("trials") or {}).get("queued") or 0)
+            if most_queued >= PARALLELISM - GPUS and not restarted:  # children wait for Kueue: kill the operator
+                operator.kill()
+                operator.start()
+                restarted = True
             phases_seen.update((t.get("status") or {}).get("phase") for t in cluster.items(TRIALS.format(ns=NS)))
             pods = cluster.items(f"/api/v1/namespaces/{NS}/pods")
             most_running_pods = max(most_running_pods, sum(p["status"].get("phase") == "Running" for p in pods))
@@ -105,7 +109,10 @@ def test_kueue_admits_children_within_the_gpu_quota(cluster, tmp_path):
     search = cluster.get(f"{NAS.format(ns=NS)}/queued")
     children = cluster.items(TRIALS.format(ns=NS))
     assert search["status"]["phase"] == "Succeeded", search["status"]
+    assert restarted  # the operator was SIGKILLed while children were queued, and the search went on
     assert len(children) == MAX_TRIALS and all(t["status"]["phase"] == "Succeeded" for t in children)
+    jobs = cluster.items(f"/apis/batch/v1/namespaces/{NS}/jobs", labelSelector="kubenas.io/search=queued")
+    assert len(jobs) == MAX_TRIALS  # one Job per child, none made twice across the restart
     assert search["status"]["trials"]["queued"] == 0
 
     # Never more than the quota's 2 GPUs in use: from the trainers' own start and end times.
