@@ -92,6 +92,19 @@ def test_a_finished_childs_cost_from_its_job_and_pods():
                                          finished="2026-01-01T00:00:30Z")]) == Cost()
 
 
+
+def test_a_child_evicted_from_a_lost_node_costs_its_time_until_the_eviction():
+    """No terminated state (its kubelet is gone): it ran from its start to its DisruptionTarget."""
+    job = {"spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": 2}}}]}}}}
+    evicted = {"status": {
+        "containerStatuses": [{"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}],
+        "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
+                        "lastTransitionTime": "2026-01-01T00:00:20Z"}]}}
+    assert metering.child_cost(job, [evicted]) == Cost(40.0, 20.0)
+    evicted["status"]["conditions"] = []  # still running, not taken away: not a finished attempt
+    assert metering.child_cost(job, [evicted]) == Cost()
+
+
 def test_the_meter_counts_running_children_and_each_verdict_once():
     meter = metering.SearchMeter()
     spent = meter.restore([{"status": {"phase": "Succeeded", "gpuSeconds": 10.0, "cpuSeconds": 20.0}},

@@ -70,6 +70,7 @@ def test_a_child_on_a_lost_node_is_evicted_fails_node_lost_and_the_search_goes_o
     first = trials(cluster, "lost", NS)[0]["status"]
     assert first["reason"] == "NodeLost" and LOST in first["message"], first
     assert "DeletionByTaintManager" in first["message"]
+    assert first["cpuSeconds"] > 0  # it ran until the eviction: that time is spent, and counted
     assert _node_tainted(cluster, LOST) and not _node_tainted(cluster, SPARE)
     evicted = cluster.items(pods, labelSelector="kubenas.io/search=lost,kubenas.io/trial-index=0")
     assert evicted and all(p["metadata"].get("deletionTimestamp") for p in evicted)  # Terminating: nobody confirms

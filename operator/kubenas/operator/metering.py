@@ -29,13 +29,31 @@ def trainer_resources(pod_spec: dict | None) -> Resources:
 
 
 def attempts(pods: Iterable[dict]) -> list[tuple[float | None, float | None]]:
-    """(start, end) of the trainer container of each pod that ran it to its end."""
+    """(start, end) of the trainer container of each pod that ran it to its end, or ran it
+    until Kubernetes took the pod away (evicted from a lost node: no terminated state, so
+    it ran until its DisruptionTarget condition)."""
     spans = []
     for pod in pods:
         state = results.terminated_state(pod)
         if state is not None:
             spans.append((started(state.get("startedAt")), results.timestamp(state.get("finishedAt"))))
+        elif (taken := _disrupted_at(pod)) is not None and (start := _running_since(pod)) is not None:
+            spans.append((start, taken))
     return spans
+
+
+def _disrupted_at(pod: dict) -> float | None:
+    for entry in (pod.get("status") or {}).get("conditions") or []:
+        if entry.get("type") == "DisruptionTarget" and entry.get("status") == "True":
+            return results.timestamp(entry.get("lastTransitionTime"))
+    return None
+
+
+def _running_since(pod: dict) -> float | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if (running := (container.get("state") or {}).get("running")) is not None:
+            return started(running.get("startedAt"))
+    return None
 
 
 def child_cost(job: dict, pods: Iterable[dict]) -> Cost:

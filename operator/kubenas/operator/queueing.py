@@ -4,8 +4,8 @@ A search that names a Kueue LocalQueue (spec.trial.queueName, the template's lab
 `kueue.x-k8s.io/queue-name`, or the operator's default from --trainer-defaults) gets
 children's Jobs created suspended with that label. Kueue makes a Workload of each,
 admits it when its ClusterQueue's quota has room and unsuspends the Job; only then does
-the Job controller set startTime and create the pod, so activeDeadlineSeconds counts from
-admission. Until then the child is `Queued`. The operator reads only the Job itself (its
+the Job controller create the pod, whose activeDeadlineSeconds (the child's deadline)
+counts from its start: from admission. Until then the child is `Queued`. The operator reads only the Job itself (its
 spec.suspend and Suspended condition), so it needs no RBAC on Kueue's objects.
 """
 
