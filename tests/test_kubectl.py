@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubenas.localcluster import binaries
 from tests.cluster_harness import ROOT, Cluster, stop_process, tool, wait_for
 
 NS = "kubectl"
@@ -192,18 +193,29 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
+QUEUED_JOB = {"apiVersion": "batch/v1", "kind": "Job",
+              "metadata": {"name": "probe", "namespace": "default", "labels": {"kueue.x-k8s.io/queue-name": "gpus"}},
+              "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                             "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}}}
+
+
 def test_dev_cluster_serves_kubectl_until_sigterm(tmp_path: Path) -> None:
     """`kubenas dev-cluster --kubeconfig FILE` starts the local cluster in the foreground,
     writes the admin kubeconfig to FILE, says so on stderr, and stops every component on
     SIGTERM, exiting 0."""
     for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
         tool(name)
+    try:  # --kueue too where Kueue can run here (built, and root for its mount namespace)
+        binaries.find_kueue()
+        kueue = os.geteuid() == 0
+    except binaries.BinaryNotFound:
+        kueue = False
     kubeconfig, workdir = tmp_path / "config" / "dev.kubeconfig", tmp_path / "dev"
     out, err = tmp_path / "dev-cluster.out", tmp_path / "dev-cluster.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "kubenas.cli", "dev-cluster", "--kubeconfig", str(kubeconfig), "--workdir",
-             str(workdir), "--gpus", "3"],
+             str(workdir), "--gpus", "3", *(["--kueue"] if kueue else [])],
             stdout=stdout, stderr=stderr, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     output = lambda: f"stdout:\n{out.read_text()}\nstderr:\n{err.read_text()}"  # noqa: E731
     try:
@@ -229,6 +241,14 @@ def test_dev_cluster_serves_kubectl_until_sigterm(tmp_path: Path) -> None:
             client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
             names = {ns.metadata.name for ns in kubernetes.client.CoreV1Api(client).list_namespace().items}
             assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
+        if kueue:  # Kueue's API is served and its webhooks answer: a Job naming a queue is made suspended
+            queues = subprocess.run([tool("kubectl"), "--kubeconfig", str(kubeconfig), "get", "clusterqueues"],
+                                    capture_output=True, text=True, timeout=60)
+            assert queues.returncode == 0, queues.stderr
+            job = subprocess.run([tool("kubectl"), "--kubeconfig", str(kubeconfig), "create", "--dry-run=server", "-o",
+                                  "jsonpath={.spec.suspend}", "-f", "-"], input=json.dumps(QUEUED_JOB),
+                                 capture_output=True, text=True, timeout=60)
+            assert job.returncode == 0 and job.stdout == "true", job.stderr
         assert _processes_mentioning(str(workdir))
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, output()

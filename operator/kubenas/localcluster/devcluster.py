@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kubenas.localcluster.binaries import BinaryNotFound
 from kubenas.localcluster.controlplane import ClusterError, LocalCluster, NodeOptions
+from kubenas.localcluster.kueue import Kueue
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pods", type=int, default=250, help="pods the node takes (default: %(default)s)")
     parser.add_argument("--image-map", type=Path, metavar="FILE",
                         help="YAML mapping images to local commands, for containers that name no command")
+    parser.add_argument("--kueue", action="store_true",
+                        help="also run Kueue (built by `make tools`; needs root): its CRDs, its webhooks on loopback "
+                             "and its controller manager, for searches with spec.trial.queueName")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,10 +39,14 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     cluster = LocalCluster(workdir=workdir, node=node)
+    kueue = Kueue(cluster) if args.kueue else None
     try:
         cluster.start()
+        if kueue is not None:
+            kueue.start()
     except (BinaryNotFound, ClusterError) as error:
         print(f"kubenas: {error}", flush=True)
+        cluster.stop()
         return 1
     try:
         args.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
@@ -47,5 +55,7 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
         stop.wait()
     finally:
+        if kueue is not None:
+            kueue.stop()
         cluster.stop()
     return 0
