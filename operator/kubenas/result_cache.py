@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kubenas import spec as specs
+from kubenas.budget import resources_of
 
 KEY_CHARS = 40  # 160 bits of sha256, and short enough for a label value (63)
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def canonical_json(document: Any) -> str:
@@ -53,20 +53,16 @@ def cache_key(*, architecture: dict, trial: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()[:KEY_CHARS]
 
 
-def gpus_of(trial: specs.Trial) -> int:
-    """GPUs one child's pod asks for (limits, else requests, of every container)."""
+def gpus_of(trial: specs.Trial) -> float:
+    """GPUs one child's trainer container asks for, reckoned as its `gpuSeconds` are
+    (kubenas.budget.resources_of: the limit, else the request)."""
     if trial.kind != "Job" or trial.template is None:
-        return 0
-    total = 0
-    for container in trial.template.spec.containers:
-        resources = container.resources or {}
-        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
-        amount = limits.get(GPU_RESOURCE) or requests.get(GPU_RESOURCE)
-        try:
-            total += int(amount or 0)
-        except (TypeError, ValueError):
-            continue  # not a whole count: the schema's business, not the cache's
-    return total
+        return 0.0
+    trainer = trial.template.spec.containers[0].model_dump(mode="json", by_alias=True, exclude_none=True)
+    try:
+        return resources_of(trainer).gpus
+    except ValueError:
+        return 0.0  # not a quantity: the schema's business, not the cache's
 
 
 def reusable(reason: str | None) -> bool:

@@ -55,7 +55,7 @@ class ClusterCache:
 
     # -- filling -------------------------------------------------------------------------
 
-    def learn(self, trial: dict, *, gpus: int, ours: bool = True) -> None:
+    def learn(self, trial: dict, *, gpus: float, ours: bool = True) -> None:
         """A NASTrial: its result if it succeeded; and if it is one of ours (`ours`) that
         reused a result, count the hit."""
         status = trial.get("status") or {}
@@ -111,7 +111,7 @@ class ClusterCache:
             self.cache.start(key=key, index=index)
 
     def finished(self, index: int, *, reason: str | None, result: dict, seconds: float | None,
-                 gpus: int) -> tuple[list[int], CachedResult | None]:
+                 gpus: float) -> tuple[list[int], CachedResult | None]:
         """Child `index` has its verdict: (the children that waited for it, the result they reuse or None)."""
         entry = None
         if reusable(reason):
