@@ -79,6 +79,20 @@ def test_search_metrics_follow_children_and_updates() -> None:
     assert 'search="unit"' not in text
 
 
+def test_cost_counters_resume_at_the_recorded_sum_never_twice() -> None:
+    labels = {"namespace": "ns1", "search": "resumed"}
+    first = metrics.SearchMetrics(namespace="ns1", search="resumed")
+    assert value("kubenas_child_gpu_seconds_total", **labels) == 0  # present before the first child
+    assert value("kubenas_cache_saved_gpu_seconds_total", **labels) == 0
+    first.cost_resumed(gpu_seconds=120.0, cpu_seconds=480.0)  # a restarted operator: the NASTrials' sum
+    first.cost(gpu_seconds=10.0, cpu_seconds=40.0)
+    # A driver restarted in the same process resumes at a sum it has partly counted already.
+    metrics.SearchMetrics(namespace="ns1", search="resumed").cost_resumed(gpu_seconds=130.0, cpu_seconds=500.0)
+    assert value("kubenas_child_gpu_seconds_total", **labels) == 130.0
+    assert value("kubenas_child_cpu_seconds_total", **labels) == 520.0  # never lowered
+    first.forget()
+
+
 def metrics_text() -> str:
     from prometheus_client import generate_latest
     return generate_latest(REGISTRY).decode()

@@ -41,7 +41,7 @@ ALERTS = {
 }
 PANELS = {"Reward per child", "Children by phase", "Children finished per minute", "Child duration",
           "Failures by reason", "Policy entropy", "Best reward", "Children created", "Running", "Policy updates",
-          "Result delay"}
+          "Result delay", "GPU-hours over time", "Cache hits", "GPU-hours saved by the cache"}
 
 
 def promtool(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

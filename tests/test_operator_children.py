@@ -201,7 +201,7 @@ def test_watched_pods_stand_in_for_a_list_only_once_every_finished_pod_arrived()
     ("random", ["random search"]),
 ])
 def test_started_event_speaks_of_the_strategy_it_runs(strategy, words):
-    from kubenas.operator.driver import started_message
+    from kubenas.operator.spec_checks import started_message
 
     doc = manifest({"maxTrials": 4, "controller": {"strategy": strategy, "batchSize": 2}})
     message = started_message(specs.parse_manifest(doc).spec)
@@ -258,7 +258,7 @@ def test_children_may_never_run_as_the_operator(field):
 def test_a_checkpoint_too_big_for_its_configmap_is_an_invalid_spec():
     """The policy lives in one ConfigMap (1 MiB): the paper's controller fits, a much
     wider LSTM or a huge evolution population is refused up front, naming the field."""
-    from kubenas.operator.driver import SearchFailed, check_space
+    from kubenas.operator.spec_checks import SearchFailed, check_space
 
     def spec(controller):
         return specs.parse_manifest(manifest({"controller": controller})).spec

@@ -19,7 +19,7 @@ from kubenas import spec as specs
 from kubenas.export import export_model
 from kubenas.local import run_search
 from kubenas.operator import names
-from kubenas.operator.driver import SearchFailed, parse_spec
+from kubenas.operator.spec_checks import SearchFailed, parse_spec
 from kubenas.operator.retrain import ANNOTATION_INDEX, LABEL_RETRAIN_RANK, job_name, retrain_job
 from kubenas.retrain import candidates, judge, retrain_trial
 from kubenas.search import Search, failure

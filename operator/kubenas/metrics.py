@@ -85,7 +85,8 @@ class SearchMetrics:
 
     def __init__(self, *, namespace: str | None, search: str) -> None:
         self.labels = (namespace or LOCAL_NAMESPACE, search)
-        for metric in (CREATED, SUCCEEDED, UPDATES, REWARD, DURATION, RESULT_DELAY, CACHE_HITS):
+        for metric in (CREATED, SUCCEEDED, UPDATES, REWARD, DURATION, RESULT_DELAY, GPU_SECONDS, CPU_SECONDS, CACHE_HITS,
+                       CACHE_SAVED, CACHE_SAVED_GPU):
             metric.labels(*self.labels)  # present at 0 from the start: increase() sees the first child
         LAST_FINISHED.labels(*self.labels).set(time.time())
         self._failure_reasons: set[str] = set()
@@ -117,9 +118,10 @@ class SearchMetrics:
     def cost_resumed(self, *, gpu_seconds: float, cpu_seconds: float) -> None:
         """A driver's start: the counters from the recorded sum, so they count from the
         search's start (raised to it, never twice: a driver restarted in this process)."""
-        for metric, total in ((GPU_SECONDS, gpu_seconds), (CPU_SECONDS, cpu_seconds)):
-            child = metric.labels(*self.labels)
-            child.inc(max(0.0, total - child._value.get()))  # prometheus-client has no public read
+        for name, metric, total in (("kubenas_child_gpu_seconds_total", GPU_SECONDS, gpu_seconds),
+                                    ("kubenas_child_cpu_seconds_total", CPU_SECONDS, cpu_seconds)):
+            counted = REGISTRY.get_sample_value(name, dict(zip(SEARCH, self.labels))) or 0.0
+            metric.labels(*self.labels).inc(max(0.0, total - counted))
 
     def cache_hit(self, *, saved_seconds: float | None, saved_gpu_seconds: float | None) -> None:
         """A child reused an identical child's result instead of training."""

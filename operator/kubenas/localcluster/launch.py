@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from kubenas.budget import quantity
 from kubenas.expansion import expand
 from kubenas.localcluster.client import Client
 from kubenas.localcluster.sandbox import Mount
@@ -160,23 +161,13 @@ async def _data(client: Client, namespace: str, resource: str, name: str, *, opt
 
 
 def _cpu_threads(container: dict) -> int:
+    """Threads for the container: its cpu limit (else request) rounded up, at least 1."""
     resources = container.get("resources") or {}
     cpu = (resources.get("limits") or {}).get("cpu") or (resources.get("requests") or {}).get("cpu")
-    if cpu is None:
-        return 1
-    text = str(cpu)
-    cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    return max(1, math.ceil(cores))
+    return 1 if cpu is None else max(1, math.ceil(quantity(cpu)))
 
 
 def memory_limit_bytes(container: dict) -> int | None:
-    """The container's memory limit in bytes (Kubernetes quantity suffixes)."""
+    """The container's memory limit in bytes."""
     value = ((container.get("resources") or {}).get("limits") or {}).get("memory")
-    if value is None:
-        return None
-    text = str(value)
-    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-    for suffix, factor in suffixes.items():
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * factor)
-    return int(float(text))
+    return None if value is None else int(quantity(value))

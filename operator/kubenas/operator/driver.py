@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -32,7 +31,8 @@ from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkp
 from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.failpoints import failpoint
 from kubenas.operator.kube import ApiError, KubeClient
-from kubenas.operator.retrain import Retrainer, check_retrain_template
+from kubenas.operator.retrain import Retrainer
+from kubenas.operator.spec_checks import SearchFailed, check_space, parse_spec, started_message
 from kubenas.operator.status import conditions_for, now, search_status, unschedulable_condition
 from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.operator.waiting import WaitingChildren
@@ -42,15 +42,6 @@ from kubenas.spaces import summarize
 
 TERMINAL = ("Succeeded", "Failed")
 MILESTONES = (1, 2, 5)  # Events for policy updates 1, 2, 5, 10, 20, 50, 100, …
-
-
-class SearchFailed(Exception):
-    """A search that cannot go on: (reason, message) for its Failed condition."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -84,75 +75,6 @@ def ticket_of(trial: dict) -> Ticket:
     spec = trial["spec"]
     return Ticket(index=spec["index"], architecture=spec["architecture"], actions=spec["actions"],
                   log_prob=spec["logProb"], policy_version=spec["policyVersion"])
-
-
-def started_message(spec: specs.SearchSpec) -> str:
-    """The Started Event: what the strategy will do, in its own terms."""
-    controller = spec.controller
-    children = f"{spec.max_trials} children, {spec.parallelism} at a time"
-    if controller.strategy == "evolution":
-        evolution = controller.evolution
-        return (f"regularized evolution from seed {spec.seed}: {children}; population {evolution.population_size}, "
-                f"tournaments of {evolution.sample_size}, each result joins the population")
-    if controller.strategy == "random":
-        return f"random search from seed {spec.seed}: {children}"
-    return (f"REINFORCE controller initialised from seed {spec.seed}: {children}, a policy update every "
-            f"{controller.batch_size} results")
-
-
-def parse_spec(body: Any, settings: DriverSettings | None = None) -> specs.SearchSpec:
-    """The live object's spec, validated by the same models as local mode (and, with the
-    operator's settings, its template as children's pods would get it)."""
-    document = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {"name": body["metadata"]["name"]},
-        "spec": dict(body.get("spec") or {}),
-    }
-    try:
-        spec = specs.parse_manifest(document, source=f"{specs.KIND} {body['metadata']['name']}").spec
-        settings = settings or DriverSettings()
-        children.check_template(spec.trial, namespace=body["metadata"].get("namespace"),
-                                defaults=settings.trainer_defaults, operator_account=settings.operator_account)
-        check_retrain_template(spec, defaults=settings.trainer_defaults)
-    except (specs.SpecError, children.TemplateError) as error:
-        raise SearchFailed("InvalidSpec", str(error)) from None
-    return spec
-
-
-# The checkpoint is one ConfigMap: its data may hold 1 MiB (base64 makes 3 bytes 4).
-CHECKPOINT_LIMIT = 1024 * 1024 * 3 // 4 - 32 * 1024
-
-
-def checkpoint_bytes(spec: specs.SearchSpec, search: Search | None = None) -> int:
-    """About the largest checkpoint this search writes: the policy's weights with Adam's
-    two moments, the children a controller holds (sampled ahead and pending for REINFORCE,
-    the population for evolution) at the space's largest children, the in-flight indices."""
-    search = search or Search(spec)
-    controller = search.controller
-    weights = sum(p.numel() for p in getattr(getattr(controller, "policy", None), "parameters", list)()) * 4
-    deepest = controller.sample(trial_index=10**9)  # the depth schedule's last step
-    child = len(json.dumps({"architecture": deepest.architecture, "actions": deepest.actions})) + 64
-    held = {"reinforce": 2 * spec.controller.batch_size, "evolution": spec.controller.evolution.population_size}
-    children = held.get(spec.controller.strategy, 0) + 10  # and the top ten
-    return len(search.to_bytes(tickets=False)) + 2 * weights + children * child + 8 * spec.parallelism
-
-
-def check_space(spec: specs.SearchSpec) -> None:
-    """What the schema cannot say: the space must yield a valid child (sampled by a
-    throwaway controller, so the search's own RNG is untouched), and the checkpoint must
-    fit the ConfigMap that holds it."""
-    throwaway = Search(spec)
-    try:
-        throwaway.controller.sample(trial_index=0)
-    except ValueError as error:
-        raise SearchFailed("InvalidSpec", f"spec.searchSpace yields no valid architecture: {error}") from None
-    size = checkpoint_bytes(spec, throwaway)
-    if size > CHECKPOINT_LIMIT:
-        raise SearchFailed("InvalidSpec", (
-            f"spec.controller: the search's checkpoint would need about {size // 1024:,} KiB, more than the "
-            f"{CHECKPOINT_LIMIT // 1024:,} KiB its ConfigMap can hold: lower lstmSize or lstmLayers (weights and "
-            "Adam's moments), batchSize, or evolution.populationSize"))
 
 
 class SearchDriver:
@@ -396,18 +318,7 @@ class SearchDriver:
         if self.search is None or index not in self.search.in_flight:
             return
         self.meter.watch_pod(index, pod)  # a running child's elapsed cost counts against spec.budget
-        metadata = pod["metadata"]
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        disrupted = [entry for entry in (pod.get("status") or {}).get("conditions") or []
-                     if entry.get("type") == "DisruptionTarget"]  # why Kubernetes took it away
-        self.pods.setdefault(index, {})[metadata["name"]] = {
-            "metadata": {"name": metadata["name"], "ownerReferences": metadata.get("ownerReferences") or [],
-                         "creationTimestamp": metadata.get("creationTimestamp")},
-            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName"),
-                     "activeDeadlineSeconds": (pod.get("spec") or {}).get("activeDeadlineSeconds")},
-            "status": {"containerStatuses": statuses, "conditions": disrupted,
-                       "reason": (pod.get("status") or {}).get("reason")},
-        }
+        self.pods.setdefault(index, {})[pod["metadata"]["name"]] = results.pod_record(pod)
         unschedulable = results.unschedulable(pod)
         if unschedulable is not None:
             self.waiting.note(index, "Unschedulable", unschedulable)

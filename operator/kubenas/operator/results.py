@@ -61,6 +61,21 @@ def pods_of(job: dict, pods: Iterable[dict]) -> list[dict]:
                                        for ref in pod["metadata"].get("ownerReferences") or [])]
 
 
+def pod_record(pod: dict) -> dict:
+    """What a child's result needs of its pod, kept from the watch (the rest is dropped:
+    thousands of children in flight hold these, not whole pods)."""
+    metadata, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    disrupted = [entry for entry in status.get("conditions") or []
+                 if entry.get("type") == "DisruptionTarget"]  # why Kubernetes took it away
+    return {
+        "metadata": {"name": metadata["name"], "ownerReferences": metadata.get("ownerReferences") or [],
+                     "creationTimestamp": metadata.get("creationTimestamp")},
+        "spec": {"nodeName": spec.get("nodeName"), "activeDeadlineSeconds": spec.get("activeDeadlineSeconds")},
+        "status": {"containerStatuses": status.get("containerStatuses") or [], "conditions": disrupted,
+                   "reason": status.get("reason")},
+    }
+
+
 def unschedulable(pod: dict) -> str | None:
     """The scheduler's message if no node can take this pod now, else None."""
     status = pod.get("status") or {}
