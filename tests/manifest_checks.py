@@ -343,6 +343,7 @@ DOCUMENTED_RULES = {
     ("", "pods"): {"list", "watch"},
     ("", "configmaps"): {"get", "create", "patch"},
     ("", "events"): {"create", "list"},
+    ("kueue.x-k8s.io", "workloads"): {"list"},
 }
 CLUSTER_WIDE_EXTRA_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

@@ -11,8 +11,9 @@ import pytest
 
 from kubenas import spec as specs
 from kubenas.localcluster import binaries
-from kubenas.operator import children, queueing
+from kubenas.operator import children, queueing, workloads
 from kubenas.operator.driver import SearchDriver
+from kubenas.operator.kube import ApiError
 from kubenas.operator.status import search_status
 from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.search import Search
@@ -107,6 +108,102 @@ def test_the_driver_marks_a_waiting_child_queued_once_then_admitted():
     assert queued["reason"] == "AwaitingAdmission" and queued["queuedTime"] == "2026-01-01T00:00:00Z"
     assert admitted["reason"] == "Admitted" and admitted["admissionTime"] == "2026-01-01T00:00:42Z"
     assert driver.queued == set()
+
+
+def _workload(job: str, *, reserved: str = "False", reason: str = "Pending", message: str | None = None) -> dict:
+    message = message or ("couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu "
+                          "in flavor gpu, 1 more needed")
+    return {"metadata": {"name": f"job-{job}-1a2b3", "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": "job-uid", "controller": True}]},
+            "status": {"conditions": [{"type": "QuotaReserved", "status": reserved, "reason": reason,
+                                       "message": message}]}}
+
+
+def test_kueues_workload_says_why_a_child_waits():
+    reason, message = workloads.verdict(_workload("digits-0"))
+    assert reason == "AwaitingAdmission" and message.startswith("Kueue: couldn't assign flavors") and "1 more" in message
+    reason, message = workloads.verdict(_workload("digits-0", reason="Inadmissible",
+                                                  message="LocalQueue nope doesn't exist"))
+    assert (reason, message) == ("Inadmissible", "Kueue: LocalQueue nope doesn't exist")
+    assert workloads.verdict(_workload("digits-0", reserved="True", reason="QuotaReserved")) is None  # admitted next
+    assert workloads.verdict({"metadata": {"name": "fresh"}}) is None  # Kueue has not looked at it yet
+    assert workloads.job_of(_workload("digits-3")) == "digits-3"
+    assert workloads.job_of({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "p"}]}}) is None
+
+
+class _WorkloadClient:
+    """Lists Workloads as a Kueue of the given versions would (or refuses: `refuse`)."""
+
+    def __init__(self, items: list[dict], *, versions=("v1beta2",), refuse: int | None = None) -> None:
+        self.items, self.versions, self.refuse = items, versions, refuse
+        self.lists: list[str] = []
+        self.patches: list[tuple[str, dict]] = []
+
+    async def list(self, resource, *, namespace, label_selector, field_selector=None):
+        self.lists.append(resource.version)
+        if self.refuse:
+            raise ApiError(self.refuse, "Forbidden", "workloads is forbidden")
+        if resource.version not in self.versions:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return self.items
+
+    async def patch(self, _kind, *, namespace, name, patch, subresource=None):
+        self.patches.append((name, patch["status"]))
+
+
+def test_workloads_are_listed_at_most_every_few_seconds_and_an_older_kueues_version_is_found():
+    clock = [100.0]
+    client = _WorkloadClient([_workload("digits-0"), _workload("other-7")], versions=("v1beta1",))
+    verdicts = workloads.KueueVerdicts(logger=None, clock=lambda: clock[0])
+    assert verdicts.due()
+    found = asyncio.run(verdicts.read(client, namespace="team-a", jobs={"digits-0", "digits-1"}))
+    assert list(found) == ["digits-0"]  # not another search's Job, nor a child without a Workload yet
+    assert client.lists == ["v1beta2", "v1beta1"]
+    clock[0] += workloads.LIST_EVERY - 0.1
+    assert not verdicts.due()
+    clock[0] += 0.1
+    assert verdicts.due()
+    asyncio.run(verdicts.read(client, namespace="team-a", jobs={"digits-0"}))
+    assert client.lists == ["v1beta2", "v1beta1", "v1beta1"]  # the version found is kept
+
+
+@pytest.mark.parametrize("refused", [403, 404])
+def test_without_rbac_on_workloads_or_without_kueue_the_operator_stops_asking(refused, caplog):
+    import logging
+    client = _WorkloadClient([_workload("digits-0")], refuse=refused)
+    verdicts = workloads.KueueVerdicts(logger=logging.getLogger("test"), clock=lambda: 0.0)
+    with caplog.at_level(logging.INFO):
+        assert asyncio.run(verdicts.read(client, namespace="team-a", jobs={"digits-0"})) == {}
+    assert not verdicts.due() and "cannot be read" in caplog.text
+
+
+def test_the_driver_copies_kueues_reason_into_the_queued_childs_trial_once(monkeypatch):
+    import logging
+    events = []
+    monkeypatch.setattr("kopf.event", lambda body, **kwargs: events.append(kwargs))
+    inadmissible = _workload("digits-1", reason="Inadmissible", message="LocalQueue nope doesn't exist")
+    client = _WorkloadClient([_workload("digits-0"), inadmissible])
+    driver = SearchDriver(client=client, body={"metadata": {**SEARCH["metadata"], "generation": 1}},
+                          logger=logging.getLogger("test"))
+    clock = [0.0]
+    driver.kueue.clock = lambda: clock[0]
+    driver.queued = {0, 1}
+
+    async def look(times: int):
+        for _ in range(times):
+            clock[0] += workloads.LIST_EVERY
+            await driver._inspect_queued()
+
+    asyncio.run(look(3))
+    assert len(client.lists) == 3
+    assert sorted((name, status["reason"]) for name, status in client.patches) == [
+        ("digits-0", "AwaitingAdmission"), ("digits-1", "Inadmissible")]  # each written once, not every list
+    assert all(status["phase"] == "Queued" and status["message"].startswith("Kueue: ") for _, status in client.patches)
+    assert [(e["reason"], e["type"]) for e in events] == [("ChildrenInadmissible", "Warning")]
+    assert "LocalQueue nope doesn't exist" in events[0]["message"]
+    driver.queued = set()
+    asyncio.run(look(2))
+    assert len(client.lists) == 3  # nothing queued: no list
 
 
 def test_queued_children_are_counted_apart_from_running_ones():

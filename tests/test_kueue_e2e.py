@@ -89,6 +89,7 @@ def test_kueue_admits_children_within_the_gpu_quota(cluster, tmp_path):
     try:
         apply(cluster, manifest)
         most_queued, most_running_pods, phases_seen, restarted = 0, 0, set(), False
+        kueue_said = set()  # queued NASTrials' messages, from Kueue's Workloads
 
         def done() -> bool:  # samples the search, its NASTrials and pods on the way
             nonlocal most_queued, most_running_pods, restarted
@@ -98,7 +99,10 @@ def test_kueue_admits_children_within_the_gpu_quota(cluster, tmp_path):
                 operator.kill()
                 operator.start()
                 restarted = True
-            phases_seen.update((t.get("status") or {}).get("phase") for t in cluster.items(TRIALS.format(ns=NS)))
+            trial_statuses = [t.get("status") or {} for t in cluster.items(TRIALS.format(ns=NS))]
+            phases_seen.update(t.get("phase") for t in trial_statuses)
+            kueue_said.update(t["message"] for t in trial_statuses
+                              if t.get("phase") == "Queued" and str(t.get("message")).startswith("Kueue: "))
             pods = cluster.items(f"/api/v1/namespaces/{NS}/pods")
             most_running_pods = max(most_running_pods, sum(p["status"].get("phase") == "Running" for p in pods))
             return status.get("phase") in ("Succeeded", "Failed")
@@ -130,6 +134,9 @@ def test_kueue_admits_children_within_the_gpu_quota(cluster, tmp_path):
     # The waits showed: NASTrials were Queued, the search counted them, and each child
     # records when it was admitted.
     assert "Queued" in phases_seen and most_queued >= PARALLELISM - GPUS
+    # and why, in Kueue's words (its Workloads, listed by the operator under its RBAC)
+    assert any("insufficient unused quota for nvidia.com/gpu" in said for said in kueue_said), kueue_said
+    print(f"Kueue: a queued child said {sorted(kueue_said)[0]!r}")
     waits = {t["metadata"]["name"]: _time(t["status"]["admissionTime"]) - _time(t["status"]["queuedTime"])
              for t in children}
     assert max(waits.values()) >= SECONDS, waits  # the later children waited for a GPU
@@ -144,3 +151,36 @@ def test_kueue_admits_children_within_the_gpu_quota(cluster, tmp_path):
           f"completion up to {max(lifetimes.values()):.0f} s with activeDeadlineSeconds {DEADLINE}")
     for name, job in jobs.items():
         assert _time(job["status"]["startTime"]) >= _time(job["metadata"]["creationTimestamp"]) + waits[name] - 1
+
+
+def test_a_queue_that_does_not_exist_is_inadmissible_until_it_is_made(cluster, tmp_path):
+    """A typo in queueName: the child says so in Kueue's words, the search warns once, and
+    the child runs as soon as the LocalQueue exists."""
+    operator = OperatorProcess(cluster=cluster, namespace=NS, log=tmp_path / "operator.log").start()
+    manifest = search_manifest("typo", namespace=NS, env={"FAKE_SECONDS": "1"}, maxTrials=2, parallelism=2)
+    manifest["spec"]["trial"]["queueName"] = "gpus-typo"
+    manifest["spec"]["trial"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"cpu": "1", "nvidia.com/gpu": "1"}}
+    try:
+        apply(cluster, manifest)
+        waiting = wait_for(lambda: [t["status"] for t in cluster.items(TRIALS.format(ns=NS))
+                                    if t["spec"]["search"] == "typo" and (t.get("status") or {}).get("reason")
+                                    == "Inadmissible"] or None,
+                           timeout=60, what="a NASTrial saying its queue is inadmissible", operator=operator)
+        assert waiting[0]["phase"] == "Queued"
+        assert waiting[0]["message"] == "Kueue: LocalQueue gpus-typo doesn't exist", waiting[0]
+        warned = wait_for(lambda: [e for e in cluster.items(f"/api/v1/namespaces/{NS}/events")
+                                   if e["reason"] == "ChildrenInadmissible"
+                                   and e["involvedObject"]["name"] == "typo"] or None,
+                          timeout=30, what="a ChildrenInadmissible Event", operator=operator)
+        assert warned[0]["type"] == "Warning" and "gpus-typo" in warned[0]["message"]
+        assert (cluster.get(f"{NAS.format(ns=NS)}/typo")["status"]["phase"]) == "Running"  # it waits, not fails
+        apply(cluster, {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+                        "metadata": {"name": "gpus-typo", "namespace": NS}, "spec": {"clusterQueue": "gpus"}})
+        wait_for(lambda: (cluster.get(f"{NAS.format(ns=NS)}/typo")["status"].get("phase") == "Succeeded"),
+                 timeout=90, what="the search to succeed once its queue exists", operator=operator)
+    finally:
+        operator.stop()
+    warnings = [e for e in cluster.items(f"/api/v1/namespaces/{NS}/events")
+                if e["reason"] == "ChildrenInadmissible" and e["involvedObject"]["name"] == "typo"]
+    assert len(warnings) == 1 and warnings[0].get("count", 1) == 1  # said once, not per child or per list

@@ -680,7 +680,8 @@ def test_the_operator_calls_only_what_its_rbac_role_grants(operator_calls, overl
             ("watch", "kubenas.io", "neuralarchitecturesearches")} <= operator_calls  # the log saw them
     assert operator_calls - granted == set(), f"the operator needs more than its {kind} grants"
     rarely = {("get", "kubenas.io", "nastrials"),  # a create meeting a NASTrial made before a restart (409)
-              ("list", "", "events")}  # a Job that cannot create its pod (quota, Pod Security)
+              ("list", "", "events"),  # a Job that cannot create its pod (quota, Pod Security)
+              ("list", "kueue.x-k8s.io", "workloads")}  # children queued by Kueue
     if kind == "ClusterRole":  # kopf's scanning of new CRDs and namespaces: cluster-wide operators only
         rarely |= {(verb, group, resource) for verb in ("list", "watch")
                    for group, resource in (("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"))}

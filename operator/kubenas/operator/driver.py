@@ -36,6 +36,7 @@ from kubenas.operator.spec_checks import SearchFailed, check_space, parse_spec, 
 from kubenas.operator.status import conditions_for, now, search_status, unschedulable_condition
 from kubenas.operator.trainer_defaults import TrainerDefaults
 from kubenas.operator.waiting import WaitingChildren
+from kubenas.operator.workloads import INADMISSIBLE, KueueVerdicts
 from kubenas.result_cache import CachedResult, gpus_of
 from kubenas.search import CheckpointMismatch, Search, Ticket, failure, fingerprint
 from kubenas.spaces import summarize
@@ -109,6 +110,9 @@ class SearchDriver:
         self.waiting = WaitingChildren()
         self.podless: set[int] = set()  # children whose Job started with no pod active
         self.queued: set[int] = set()  # children whose Job waits, suspended, for Kueue (in flight all the same)
+        self.kueue = KueueVerdicts(logger=logger)  # why Kueue has not admitted them, from their Workloads
+        self.kueue_said: dict[int, tuple[str, str]] = {}  # what their NASTrials say of it
+        self.inadmissible_reported: set[str] = set()  # Kueue messages already told as a Warning Event
         self.metrics = SearchMetrics(namespace=self.namespace, search=self.name)
         self.meter = metering.SearchMeter()  # GPU- and CPU-seconds, spec.budget
         self.retrainer: Retrainer | None = None  # spec.retrain, made when first due (kubenas.operator.retrain)
@@ -272,9 +276,11 @@ class SearchDriver:
         """Children whose Job has no pod yet: its FailedCreate Events say why (quota: the
         child waits, Pending with that reason; Pod Security: no child can ever run, so
         the search fails quoting the admission message). Then every waiting child's
-        reason goes to its NASTrial, and a long-unschedulable one to the search."""
+        reason goes to its NASTrial, and a long-unschedulable one to the search. Queued
+        children get Kueue's reason from their Workloads."""
         if self.spec.trial.kind != "Job":
             return
+        await self._inspect_queued()
         for index in self.waiting.due_for_events([i for i in self.podless if i in self.search.in_flight]):
             events = await self.client.list(names.EVENTS, namespace=self.namespace, label_selector="",
                                             field_selector=f"involvedObject.kind=Job,involvedObject.name="
@@ -296,6 +302,25 @@ class SearchDriver:
                 self._event("ChildrenUnschedulable", f"child {stuck[0]} has waited {stuck[1]:.0f} s for a node: "
                                                      f"{stuck[2]}", warning=True)
             self.dirty = True
+
+    async def _inspect_queued(self) -> None:
+        """Kueue's reason for each queued child (kubenas.operator.workloads), into its NASTrial
+        when it changes; an inadmissible queue (one that does not exist) is a Warning Event."""
+        if not self.queued or not self.kueue.due():
+            return
+        jobs = {self.trial_name(index): index for index in self.queued}
+        for job, (reason, message) in (await self.kueue.read(self.client, namespace=self.namespace,
+                                                              jobs=set(jobs))).items():
+            index = jobs[job]
+            if index not in self.queued or self.kueue_said.get(index) == (reason, message):
+                continue
+            self.kueue_said[index] = (reason, message)
+            await self._patch_trial(index, {"phase": "Queued", "reason": reason, "message": message})
+            if reason == INADMISSIBLE and message not in self.inadmissible_reported:
+                self.inadmissible_reported.add(message)
+                self.logger.warning(f"child {index} cannot be admitted: {message}")
+                self._event("ChildrenInadmissible", f"child {index} (and any child of this queue) waits until this is mended: {message}",
+                            warning=True)
 
     def _ask(self, count: int) -> list[Ticket]:
         """Up to `count` children from the engine (on its thread)."""
@@ -528,6 +553,7 @@ class SearchDriver:
             return True
         if index in self.queued:
             self.queued.discard(index)
+            self.kueue_said.pop(index, None)
             self.dirty = True
             await self._patch_trial(index, {"phase": "Pending", "reason": "Admitted", "message": "admitted by Kueue",
                                             "admissionTime": (job.get("status") or {}).get("startTime") or now()})
@@ -577,6 +603,7 @@ class SearchDriver:
             self.waiting.clear(index)
             self.podless.discard(index)
             self.queued.discard(index)
+            self.kueue_said.pop(index, None)
             trial_uid = self.trial_uids.pop(index, None)
             outcome = await off_loop(self.search.tell, index, result)
             self.dirty = True

@@ -5,8 +5,9 @@ A search that names a Kueue LocalQueue (spec.trial.queueName, the template's lab
 children's Jobs created suspended with that label. Kueue makes a Workload of each,
 admits it when its ClusterQueue's quota has room and unsuspends the Job; only then does
 the Job controller create the pod, whose activeDeadlineSeconds (the child's deadline)
-counts from its start: from admission. Until then the child is `Queued`. The operator reads only the Job itself (its
-spec.suspend and Suspended condition), so it needs no RBAC on Kueue's objects.
+counts from its start: from admission. Until then the child is `Queued`: the Job's spec.suspend
+and Suspended condition say so, and Kueue's Workload says why (kubenas.operator.workloads;
+the operator only lists Workloads, and does without them where it may not).
 """
 
 from __future__ import annotations
