@@ -64,12 +64,70 @@ def test_the_budget_counts_the_running_childrens_elapsed_time():
                                         running=Cost())
 
 
+def test_expected_counts_each_child_in_flight_at_least_at_the_mean_and_one_more_child():
+    usage = Usage.of([Cost(100.0, 0.0), Cost(300.0, 0.0)])  # mean 200 GPU-seconds
+    in_flight = [Cost(50.0, 0.0), Cost(500.0, 0.0), Cost()]  # young, long-running, not started yet
+    # 400 spent + 200 + 500 + 200 in flight + 200 for the next child = 1500: exactly fits
+    assert budget_spent(gpu_hours=1500 / HOUR, cpu_hours=None, usage=usage, running=Cost(550.0, 0.0),
+                        in_flight=in_flight) is None
+    message = budget_spent(gpu_hours=1499 / HOUR, cpu_hours=None, usage=usage, running=Cost(550.0, 0.0),
+                           in_flight=in_flight)
+    assert message == ("0.4167 GPU-hours expected with one more child, more than spec.budget.gpuHours=0.416389 "
+                       "(0.1111 by 2 finished children, 0.25 expected of 3 in flight, 0.05556 per child)")
+    # Elapsed, on the same figures, would start more: 400 + 550 is far from either budget.
+    assert budget_spent(gpu_hours=1499 / HOUR, cpu_hours=None, usage=usage, running=Cost(550.0, 0.0)) is None
+    # Before any child has finished there is no mean: Expected is Elapsed.
+    assert budget_spent(gpu_hours=1.0, cpu_hours=None, usage=Usage(), running=Cost(3599.0, 0.0),
+                        in_flight=[Cost(3599.0, 0.0)]) is None
+    assert budget_spent(gpu_hours=1.0, cpu_hours=None, usage=Usage(), running=Cost(3600.0, 0.0),
+                        in_flight=[Cost(3600.0, 0.0)]) is not None
+
+
+def test_expected_never_starts_a_child_that_elapsed_would_not():
+    """Its total is at least Elapsed's (each child in flight at least its elapsed cost,
+    plus one more child): the issue's rule holds in both modes."""
+    import random
+    rng = random.Random(3)
+    for _ in range(2000):
+        usage = Usage.of([Cost(rng.uniform(0, 500), rng.uniform(0, 500)) for _ in range(rng.randint(0, 5))])
+        in_flight = [Cost(rng.uniform(0, 800), rng.uniform(0, 800)) for _ in range(rng.randint(0, 6))]
+        limits = {"gpu_hours": rng.uniform(0.01, 1.5), "cpu_hours": rng.choice([None, rng.uniform(0.01, 1.5)])}
+        running = sum(in_flight, Cost())
+        if budget_spent(**limits, usage=usage, running=running) is not None:
+            assert budget_spent(**limits, usage=usage, running=running, in_flight=in_flight) is not None
+
+
+def test_expected_ends_near_the_budget_where_elapsed_overshoots():
+    """The schedule of benchmarks/budget_overshoot.py (the real decision function, 1-GPU
+    children of 600 ± 300 s, a budget of 50 mean children), at parallelism 16."""
+    from benchmarks.budget_overshoot import simulate
+    budget = 50 * 600 / HOUR
+    for seed in range(3):
+        elapsed, _ = simulate(budget_gpu_hours=budget, parallelism=16, expected=False, seed=seed)
+        expected, _ = simulate(budget_gpu_hours=budget, parallelism=16, expected=True, seed=seed)
+        assert elapsed / budget > 1.12  # the children started last run on past the budget
+        assert expected / budget < 1.1 and expected < elapsed
+
+
+def test_the_meters_give_each_child_in_flights_elapsed_cost():
+    meter = metering.SearchMeter()
+    pod = {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": 2, "cpu": "1"}}}]},
+           "status": {"containerStatuses": [{"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
+    meter.watch_pod(3, pod)
+    start = metering.started("2026-01-01T00:00:00Z")
+    assert meter.elapsed([3, 4], now=start + 10) == [Cost(20.0, 10.0), Cost()]  # child 4 has not started
+    assert meter.running_cost(now=start + 10) == Cost(20.0, 10.0)
+
+
 def test_the_spec_takes_a_budget():
     document = search_manifest("b", namespace="n", budget={"gpuHours": 0.5, "cpuHours": 12})
     budget = specs.parse_manifest(document).spec.budget
     assert (budget.gpu_hours, budget.cpu_hours) == (0.5, 12.0)
     assert specs.parse_manifest(search_manifest("b", namespace="n")).spec.budget == specs.Budget()
-    for wrong in ({"gpuHours": 0}, {"cpuHours": -1}, {"gpuHour": 1}):
+    assert budget.in_flight == "Elapsed"  # the issue's rule, by default
+    expected = search_manifest("b", namespace="n", budget={"gpuHours": 1, "inFlight": "Expected"})
+    assert specs.parse_manifest(expected).spec.budget.in_flight == "Expected"
+    for wrong in ({"gpuHours": 0}, {"cpuHours": -1}, {"gpuHour": 1}, {"gpuHours": 1, "inFlight": "Mean"}):
         with pytest.raises(specs.SpecError, match="budget"):
             specs.parse_manifest(search_manifest("b", namespace="n", budget=wrong))
 
@@ -143,3 +201,21 @@ def test_the_cost_counters_resume_at_the_recorded_sum_once():
     assert REGISTRY.get_sample_value("kubenas_child_cpu_seconds_total", labels) == 400.0
     watched.forget()
     assert read() is None
+
+
+@pytest.mark.parametrize("in_flight, spent", [("Elapsed", False), ("Expected", True)])
+def test_the_operator_judges_its_children_in_flight_as_spec_budget_in_flight_says(in_flight, spent):
+    from kubenas.operator.driver import SearchDriver
+    from kubenas.search import Search
+    document = search_manifest("b", namespace="n", maxTrials=9, budget={"gpuHours": 290 / HOUR, "inFlight": in_flight})
+    driver = SearchDriver(client=None, body={"metadata": {"name": "b", "namespace": "n", "uid": "u"}}, logger=None)
+    driver.spec = specs.parse_manifest(document).spec
+    driver.search = Search(driver.spec)
+    driver.search.ask(), driver.search.ask()  # children 0 (running 10 s on 1 GPU) and 1 (not started)
+    driver.meter.usage = Usage.of([Cost(100.0, 0.0), Cost(100.0, 0.0)])
+    driver.meter.watch_pod(0, pod(gpus=1, running="2026-01-01T00:00:00Z"))
+    now = metering.started("2026-01-01T00:00:10Z")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metering.time, "time", lambda: now)
+        # Elapsed: 200 + 10 < 290. Expected: 200 + max(10, 100) + 100 (not started) + 100 (the next) > 290.
+        assert (driver._budget_spent() is not None) == spent

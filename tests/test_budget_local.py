@@ -71,6 +71,18 @@ def test_local_gpu_seconds_count_children_that_trained_on_cuda() -> None:
     assert meter.spent() is None  # no budget
 
 
+@pytest.mark.parametrize("in_flight, spent", [("Elapsed", False), ("Expected", True)])
+def test_local_mode_counts_children_in_flight_as_spec_budget_in_flight_says(in_flight, spent) -> None:
+    import time
+    # Two finished children of 100 CPU-seconds; one running for 10 s on 4 threads (40 CPU-seconds).
+    document = job_manifest(maxTrials=9, budget={"cpuHours": 290 / HOUR, "inFlight": in_flight})
+    meter = LocalMeter(spec=specs.parse_manifest(document).spec, threads=4,
+                       records=[{"cpuSeconds": 100.0}, {"cpuSeconds": 100.0}])
+    meter.running[2] = time.monotonic() - 10.0
+    # Elapsed: 200 + 40 < 290. Expected: 200 + max(40, 100) + 100 for the next child > 290.
+    assert (meter.spent() is not None) == spent
+
+
 def test_the_live_panel_shows_the_compute_line() -> None:
     import io
 

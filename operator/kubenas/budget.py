@@ -11,7 +11,7 @@ scheduling) times the seconds from its container's start to its finish.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,17 +105,43 @@ class Usage:
         return self.mean().scaled(max(0, remaining_children))
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / HOUR:.4g}"
+
+
 def budget_spent(*, gpu_hours: float | None, cpu_hours: float | None, usage: Usage, running: Cost,
-                 running_children: int = 0) -> str | None:
-    """None while the budget lasts; once the finished children's cost plus the running
-    children's elapsed cost reaches a limit, a message stating the figures."""
+                 running_children: int = 0, in_flight: Sequence[Cost] | None = None) -> str | None:
+    """None while the budget lasts, else a message stating the figures.
+
+    `inFlight: Elapsed` (`in_flight` None, the default): the budget is spent once the
+    finished children's cost plus the running children's elapsed cost (`running`) reaches
+    a limit. `inFlight: Expected` (`in_flight`: each child in flight's elapsed cost, 0 for
+    one not started): once some child has finished, each child in flight counts at the
+    larger of its elapsed cost and the mean finished child's, and the budget is spent when
+    that plus one more child at the mean would pass a limit: a new child starts only if
+    it is expected to fit. Before any child has finished there is no mean: as Elapsed."""
+    if in_flight is not None and usage.children:
+        mean = usage.mean()
+        committed = Cost(sum(max(c.gpu_seconds, mean.gpu_seconds) for c in in_flight),
+                         sum(max(c.cpu_seconds, mean.cpu_seconds) for c in in_flight))
+        total = usage.spent + committed + mean
+        for unit, limit, spent, finished, expected, next_child in (
+                ("GPU", gpu_hours, total.gpu_seconds, usage.spent.gpu_seconds, committed.gpu_seconds,
+                 mean.gpu_seconds),
+                ("CPU", cpu_hours, total.cpu_seconds, usage.spent.cpu_seconds, committed.cpu_seconds,
+                 mean.cpu_seconds)):
+            if limit is not None and spent > limit * HOUR:
+                return (f"{_hours(spent)} {unit}-hours expected with one more child, more than spec.budget."
+                        f"{unit.lower()}Hours={limit:g} ({_hours(finished)} by {usage.children} finished children, "
+                        f"{_hours(expected)} expected of {len(in_flight)} in flight, {_hours(next_child)} per child)")
+        return None
     total = usage.spent + running
     for unit, limit, spent, finished, elapsed in (
             ("GPU", gpu_hours, total.gpu_seconds, usage.spent.gpu_seconds, running.gpu_seconds),
             ("CPU", cpu_hours, total.cpu_seconds, usage.spent.cpu_seconds, running.cpu_seconds)):
         if limit is not None and spent >= limit * HOUR:
-            return (f"{spent / HOUR:.4g} of spec.budget.{unit.lower()}Hours={limit:g} {unit}-hours spent "
-                    f"({finished / HOUR:.4g} by {usage.children} finished children, {elapsed / HOUR:.4g} so far by "
+            return (f"{_hours(spent)} of spec.budget.{unit.lower()}Hours={limit:g} {unit}-hours spent "
+                    f"({_hours(finished)} by {usage.children} finished children, {_hours(elapsed)} so far by "
                     f"{running_children} running)")
     return None
 

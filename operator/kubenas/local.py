@@ -214,10 +214,14 @@ async def _run_search(
                         f"[{name}] {search.counters.failed} children failed, more than maxFailedTrials="
                         f"{spec.max_failed_trials}: no new children; waiting for the {len(running)} running"
                     )
-                if (reason != BUDGET_EXHAUSTED and phase != "Failed" and not search.exhausted
-                        and (spent := meter.spent()) is not None):
-                    reason = BUDGET_EXHAUSTED  # Succeeded once the running finish
-                    progress.log(f"[{name}] {spent}: no new children; waiting for the {len(running)} running")
+                if phase != "Failed" and not search.exhausted:  # judged again each pass, as the operator does
+                    spent = meter.spent()
+                    if spent is not None and reason != BUDGET_EXHAUSTED:
+                        reason = BUDGET_EXHAUSTED  # Succeeded once the running finish
+                        progress.log(f"[{name}] {spent}: no new children; waiting for the {len(running)} running")
+                    elif spent is None and reason == BUDGET_EXHAUSTED:  # inFlight Expected: a cheaper mean
+                        reason = None
+                        progress.log(f"[{name}] spec.budget has room for another child again")
                 # A child waiting for an identical one holds its place, as on a cluster.
                 while phase != "Failed" and reason != BUDGET_EXHAUSTED and not stop.is_set() and len(running) + cache.waiting() < width:
                     ticket = search.ask()

@@ -44,15 +44,20 @@ class LocalMeter:
         self.usage = self.usage.plus(cost)
         return cost
 
-    def running_cost(self) -> Cost:
+    def elapsed(self) -> list[Cost]:
+        """Each running child's cost so far (CPU only: a child's GPU use is known at its end)."""
         now = time.monotonic()
-        return Cost(0.0, sum(self.resources.cpus * (now - start) for start in self.running.values()))
+        return [Cost(0.0, self.resources.cpus * (now - start)) for start in self.running.values()]
+
+    def running_cost(self) -> Cost:
+        return sum(self.elapsed(), Cost())
 
     def spent(self) -> str | None:
         """spec.budget's verdict (see budget_spent)."""
         budget = self.spec.budget
         return budget_spent(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.usage,
-                            running=self.running_cost(), running_children=len(self.running))
+                            running=self.running_cost(), running_children=len(self.running),
+                            in_flight=self.elapsed() if budget.in_flight == "Expected" else None)
 
     def status(self, *, remaining_children: int) -> dict:
         """As the operator's status.usage: for best.json."""

@@ -323,7 +323,7 @@ class Trial(_Model):
 
 class Budget(_Model):
     """Compute the search may spend (budget.py): no child starts once the finished children's
-    GPU- (CPU-) seconds plus the running children's elapsed ones reach it; the running finish."""
+    GPU- (CPU-) seconds plus the children in flight's (`inFlight`) reach it; the running finish."""
 
     gpu_hours: float | None = Field(
         None, gt=0, description="GPU-hours: GPUs requested (the trainer container's `nvidia.com/gpu` limit, else "
@@ -332,6 +332,12 @@ class Budget(_Model):
     cpu_hours: float | None = Field(
         None, gt=0, description="CPU-hours: CPUs requested (the trainer container's cpu request, else limit, else 1; "
         "locally the threads the runner gives each child) times its run time, summed (none: no limit).",
+    )
+    in_flight: Literal["Elapsed", "Expected"] = Field(
+        "Elapsed", description="How the children in flight count. Elapsed: their cost so far, so the children "
+        "started last may finish past the budget (by up to parallelism children's cost). Expected: once a child has "
+        "finished, each child in flight counts at least the mean finished child's cost, and a new child starts only "
+        "if one more at the mean fits: the spend ends near the budget, not past it.",
     )
 
 

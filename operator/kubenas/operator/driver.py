@@ -443,8 +443,9 @@ class SearchDriver:
         if budget.gpu_hours is None and budget.cpu_hours is None:
             return None
         running = [i for i in self.meter.running if i in self.search.in_flight]
+        in_flight = self.meter.elapsed(sorted(self.search.in_flight)) if budget.in_flight == "Expected" else None
         return budget_spent(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.meter.usage,
-                            running=self.meter.running_cost(), running_children=len(running))
+                            running=self.meter.running_cost(), running_children=len(running), in_flight=in_flight)
 
     def _retraining(self) -> bool:
         """spec.retrain is set and some chosen child has no final verdict yet."""

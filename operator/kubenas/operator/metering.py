@@ -114,8 +114,13 @@ class SearchMeter:
 
     def running_cost(self, now: float | None = None) -> Cost:
         """The running children's cost so far."""
+        return sum(self.elapsed(self.running, now), Cost())
+
+    def elapsed(self, indices: Iterable[int], now: float | None = None) -> list[Cost]:
+        """Each child's cost so far (none for one not started): spec.budget.inFlight Expected."""
         now = time.time() if now is None else now
-        total = Cost()
-        for resources, start, end in self.running.values():
-            total = total + cost_of(resources, (end or now) - start)
-        return total
+        costs = []
+        for index in indices:
+            resources, start, end = self.running.get(index, (Resources(), 0.0, 0.0))
+            costs.append(cost_of(resources, (end or now) - start) if index in self.running else Cost())
+        return costs
