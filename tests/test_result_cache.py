@@ -363,3 +363,227 @@ def test_a_restarted_driver_counts_and_reuses_from_the_nastrials() -> None:
     assert cache.status() == {"cacheHits": 1, "cacheSavedSeconds": 30.0, "cacheSavedGpuSeconds": 60.0}
     entry = cache.cache.lookup("k")
     assert (entry.source, entry.seconds, entry.gpu_seconds) == ("twins-1", 30.0, 60.0)  # the trained one
+
+
+# -- spec.cache.from read again while the search runs (refreshSeconds) -----------------------
+
+
+def test_spec_cache_refresh_seconds_defaults_to_30_within_5_and_3600() -> None:
+    assert specs.parse_manifest(manifest()).spec.cache.refresh_seconds == 30
+    assert specs.parse_manifest(manifest({"cache": {"refreshSeconds": 5}})).spec.cache.refresh_seconds == 5
+    for bad in (4, 3601):
+        with pytest.raises(specs.SpecError, match="refreshSeconds"):
+            specs.parse_manifest(manifest({"cache": {"refreshSeconds": bad}}))
+
+
+def table_record(index: int, key: str, accuracy: float, **fields) -> dict:
+    """A trained child's line of a local run's trials.jsonl, as far as the cache reads it."""
+    return {"index": index, "status": "Succeeded", "cacheKey": key, "result": succeeded(accuracy), "seconds": 12.0,
+            **fields}
+
+
+def append_lines(path: Path, *records: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+
+
+def test_trials_tail_parses_only_new_lines_and_reads_a_torn_line_again(tmp_path: Path) -> None:
+    from kubenas.local_cache import TrialsTail
+
+    path = tmp_path / "trials.jsonl"
+    tail = TrialsTail(path)
+    assert tail.new_records() == []  # no file yet
+    append_lines(path, table_record(0, "a", 0.1))
+    whole = json.dumps(table_record(1, "b", 0.2)) + "\n"
+    with path.open("a") as handle:
+        handle.write("not json\n" + whole[:10])  # a foreign line, then a line half written
+    assert [r["index"] for r in tail.new_records()] == [0]
+    with path.open("a") as handle:
+        handle.write(whole[10:])
+    assert [r["index"] for r in tail.new_records()] == [1]  # the torn line, whole now, is not lost
+    assert tail.new_records() == []  # nothing parsed twice
+    # Another file in its place (the other run restarted): read from its start.
+    replacement = tmp_path / "new.jsonl"
+    append_lines(replacement, table_record(0, "c", 0.3))
+    replacement.replace(path)
+    assert [r["cacheKey"] for r in tail.new_records()] == ["c"]
+
+
+def local_cache_of(tmp_path: Path, *, refresh_seconds: int = 30):
+    from kubenas.local_cache import LocalCache
+
+    spec = specs.parse_manifest(table_manifest(name="second", operations=["nor_conv_1x1"], trials=4, cache={
+        "from": ["first"], "refreshSeconds": refresh_seconds})).spec
+    return LocalCache(spec=spec, name="second", runs_dir=tmp_path / "runs", recorded={})
+
+
+def test_local_cache_reads_other_runs_again_once_per_refresh_seconds(tmp_path: Path, monkeypatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("kubenas.local_cache.monotonic", lambda: clock[0])
+    cache = local_cache_of(tmp_path)
+    ticket = Search(specs.parse_manifest(table_manifest(name="second", operations=["nor_conv_1x1"],
+                                                        trials=4)).spec).ask()
+    key = cache.key(ticket)
+    assert cache.decide(ticket).action == "train"  # runs/first has nothing yet
+    append_lines(tmp_path / "runs" / "first" / "trials.jsonl", table_record(0, key, 0.9))
+    clock[0] += 29.9
+    assert cache.decide(ticket).action == "train"  # read at 1000.0: not again before 1030.0
+    clock[0] += 0.1
+    hit = cache.decide(ticket)
+    assert hit.action == "hit" and hit.entry.source == "first-0" and hit.entry.seconds == 12.0
+    # Read again: the first entry of a key stays; reading counts no hit (hits are counted when reused).
+    append_lines(tmp_path / "runs" / "first" / "trials.jsonl", table_record(1, key, 0.1))
+    clock[0] += 30
+    assert cache.decide(ticket).entry.source == "first-0" and cache.hits == 0
+
+
+def test_local_cache_reads_nothing_again_without_other_runs(tmp_path: Path, monkeypatch) -> None:
+    from kubenas.local_cache import LocalCache
+
+    clock = [1000.0]
+    monkeypatch.setattr("kubenas.local_cache.monotonic", lambda: clock[0])
+    for cache_spec in ({}, {"from": ["second"]}, {"enabled": False, "from": ["first"]}):  # none, only itself, off
+        spec = specs.parse_manifest(table_manifest(name="second", operations=["nor_conv_1x1"], trials=4,
+                                                   cache=cache_spec)).spec
+        cache = LocalCache(spec=spec, name="second", runs_dir=tmp_path / "runs", recorded={})
+        assert not cache.refresh_due(clock[0] + 3600)
+    assert local_cache_of(tmp_path).refresh_due(clock[0] + 30)
+
+
+def test_local_a_run_reuses_a_child_the_other_run_finished_after_its_cache_was_built(
+        tmp_path: Path, monkeypatch) -> None:
+    """Two runs side by side: `first` finishes a child after `second`'s cache is built;
+    `second` reuses it once refreshSeconds have passed, not before."""
+    from kubenas import local
+    from kubenas.local_cache import LocalCache
+
+    run_local(table_manifest(name="first", operations=["nor_conv_1x1"], trials=1), tmp_path)
+    first_trials = tmp_path / "runs" / "first" / "trials.jsonl"
+    finished_later = first_trials.read_text()
+    clock = [1000.0]
+    monkeypatch.setattr("kubenas.local_cache.monotonic", lambda: clock[0])
+
+    def built_then_first_finishes(*, seconds: float):
+        def build(**arguments):
+            first_trials.unlink(missing_ok=True)  # as if first had not finished it yet when the cache was built
+            cache = LocalCache(**arguments)
+            first_trials.write_text(finished_later)
+            clock[0] += seconds
+            return cache
+        return build
+
+    for name, seconds, reused in (("early", 10.0, [None] * 4), ("second", 30.0, ["first-0"] * 4)):
+        monkeypatch.setattr(local, "LocalCache", built_then_first_finishes(seconds=seconds))
+        result = run_local(table_manifest(name=name, operations=["nor_conv_1x1"], trials=4, cache={"from": ["first"]}),
+                           tmp_path)
+        assert [r.get("cachedFrom") for r in records(tmp_path, name)] == reused
+        assert result.cache.hits == reused.count("first-0")
+
+
+def nastrial_of(search: dict, index: int, key: str, **status) -> dict:
+    """A finished NASTrial of `search` (owned by it, labelled with its cache key)."""
+    name = search["metadata"]["name"]
+    return {"metadata": {"name": f"{name}-{index}", "labels": {"kubenas.io/search": name, LABEL_CACHE_KEY: key},
+                         "ownerReferences": [{"kind": "NeuralArchitectureSearch", "uid": search["metadata"]["uid"]}]},
+            "spec": {"search": name, "index": index},
+            "status": {"phase": "Succeeded", "result": succeeded(0.9), "startTime": "2026-01-01T00:00:00Z",
+                       "completionTime": "2026-01-01T00:00:40Z", **status}}
+
+
+class OtherSearchesApi(FakeApi):
+    """FakeApi where other searches and their NASTrials exist (as a test adds them); counts lists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.searches: list[dict] = []
+        self.trials: list[dict] = []
+        self.lists = 0
+
+    async def list(self, resource, *, namespace: str, label_selector: str, field_selector: str | None = None,
+                   **_: object) -> list[dict]:
+        self.lists += 1
+        if resource.plural == "neuralarchitecturesearches":
+            wanted = (field_selector or "").removeprefix("metadata.name=")
+            return [s for s in self.searches if s["metadata"]["name"] == wanted]
+        if resource.plural == "nastrials":
+            wanted = label_selector.split(",")[0].removeprefix("kubenas.io/search=")
+            return [t for t in self.trials if t["metadata"]["labels"]["kubenas.io/search"] == wanted]
+        return []
+
+
+FIRST = {"metadata": {"name": "first", "namespace": "team", "uid": "first-uid"}}
+
+
+async def test_cluster_cache_refresh_is_due_once_per_refresh_seconds_and_tells_a_missing_search_once() -> None:
+    from kubenas.operator.cache import ClusterCache
+
+    api = OtherSearchesApi()
+    spec = specs.parse_manifest(manifest({"cache": {"from": ["first", "twins"], "refreshSeconds": 60}},
+                                         name="twins")).spec
+    cache = ClusterCache(search="twins")
+    assert cache.sources(spec) == ["first"]  # never itself
+    assert cache.refresh_due(spec, 0.0)  # never read
+    assert await cache.refresh(api, namespace="team", spec=spec, now=100.0) == ["first"]
+    assert api.lists == 1
+    assert await cache.refresh(api, namespace="team", spec=spec, now=159.9) == [] and api.lists == 1  # not due
+    assert await cache.refresh(api, namespace="team", spec=spec, now=160.0) == []  # still missing: told once
+    assert api.lists == 2
+    # The search appears later: its finished children are read. Those it reused are
+    # learned with their own source, but as its hits, not ours.
+    api.searches.append(FIRST)
+    api.trials += [nastrial_of(FIRST, 0, "a"),
+                   nastrial_of(FIRST, 1, "b", cachedFrom="zeroth-3", savedSeconds=50.0, savedGpuSeconds=100.0),
+                   nastrial_of(FIRST, 2, "c", phase="Running")]
+    for now in (220.0, 280.0, 340.0):  # read three times: the same entries, no hit counted
+        assert await cache.refresh(api, namespace="team", spec=spec, now=now) == []
+        assert cache.cache.lookup("a").source == "first-0" and cache.cache.lookup("b").source == "zeroth-3"
+        assert cache.cache.lookup("c") is None
+        assert cache.status() == {"cacheHits": 0, "cacheSavedSeconds": 0.0, "cacheSavedGpuSeconds": 0.0}
+    assert api.lists == 2 + 3 * 2
+    # No other search to read, or the cache off: never due.
+    for cache_spec in ({}, {"from": ["twins"]}, {"enabled": False, "from": ["first"]}):
+        other = specs.parse_manifest(manifest({"cache": cache_spec}, name="twins")).spec
+        assert not ClusterCache(search="twins").refresh_due(other, 0.0)
+
+
+async def test_driver_reuses_a_child_another_search_finished_after_start_once_refresh_seconds_pass(
+        monkeypatch) -> None:
+    """`second` names `first`, which does not exist yet: one warning however often it is
+    read. `first` appears with a finished twin of second's children; second's next child
+    after refreshSeconds reuses it (no Job), not the one before."""
+    clock = [1000.0]
+    monkeypatch.setattr("kubenas.operator.cache.monotonic", lambda: clock[0])
+    body = copy.deepcopy(JOB_SEARCH)
+    body["metadata"]["name"] = "second"
+    body["spec"].update(maxTrials=4, parallelism=1, cache={"from": ["first"], "refreshSeconds": 30})
+    api = OtherSearchesApi()
+    driver = SearchDriver(client=api, body=body, logger=logging.getLogger("test"))
+    spec = specs.parse_manifest(body).spec
+    driver.search, driver.spec = Search(spec), spec
+    driver.seen_generation = body["metadata"]["generation"]
+    events: list[str] = []
+    driver._event = lambda reason, *args, **kwargs: events.append(reason)
+    node_lost = {"apiVersion": "kubenas.io/v1alpha1", "kind": "TrialResult", "status": "Failed", "reason": "NodeLost",
+                 "message": "node gone"}
+
+    async def step_at(now: float) -> None:
+        clock[0] = now
+        await driver._step()
+
+    await step_at(1000.0)  # read: first is missing
+    await driver._record(0, node_lost)  # nothing reusable of second's own
+    await step_at(1030.0)  # read again: still missing, not told again
+    await driver._record(1, node_lost)
+    assert events.count("CacheSourceNotFound") == 1
+    key = api.created["nastrials"][0]["metadata"]["labels"][LABEL_CACHE_KEY]
+    api.searches.append(FIRST)
+    api.trials.append(nastrial_of(FIRST, 0, key))
+    await step_at(1059.9)  # not read again yet: child 2 trains
+    await driver._record(2, node_lost)
+    await step_at(1060.0)  # read: child 3 reuses first-0
+    assert [job["metadata"]["name"] for job in api.created["jobs"]] == ["second-0", "second-1", "second-2"]
+    assert api.status["second-3"]["phase"] == "Succeeded" and api.status["second-3"]["cachedFrom"] == "first-0"
+    assert api.status["second-3"]["savedSeconds"] == 40.0 and api.status["second-3"]["savedGpuSeconds"] == 80.0
+    assert driver.cache.status() == {"cacheHits": 1, "cacheSavedSeconds": 40.0, "cacheSavedGpuSeconds": 80.0}
+    assert events.count("CacheSourceNotFound") == 1 and driver.search.finished

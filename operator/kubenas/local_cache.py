@@ -1,5 +1,8 @@
 """The result cache in local mode: filled from the run's own trials.jsonl (so `--resume`
-keeps it) and from `runs/<name>/trials.jsonl` of the searches in `spec.cache.from`.
+keeps it) and from `runs/<name>/trials.jsonl` of the searches in `spec.cache.from`, read
+when the cache is built and again, at most once per `spec.cache.refreshSeconds`, before a
+child is decided: so two runs side by side reuse what the other finishes after they start.
+Only the lines appended since the last read are parsed.
 
 Each record of a trained child carries its `cacheKey`; a child that reused one carries
 `cachedFrom` (`<search>-<index>`, the NASTrial name the source would have on a cluster)
@@ -9,7 +12,9 @@ and `savedSeconds`, the source's training time.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from time import monotonic
 
 from kubenas import spec as specs
 from kubenas.result_cache import CachedResult, Decision, ResultCache, cache_key, reusable, trial_hash
@@ -20,20 +25,38 @@ def source_name(search: str, index: int) -> str:
     return f"{search}-{index}"
 
 
-def _records(path: Path) -> list[dict]:
-    """Records of a trials.jsonl (a torn or foreign line is skipped)."""
-    if not path.exists():
-        return []
-    records = []
-    with path.open() as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+class TrialsTail:
+    """Another run's trials.jsonl, read a little more each time: the complete lines
+    appended since the last read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0  # bytes read: the end of the last complete line
+        self.file_id: tuple[int, int] | None = None  # (device, inode): a replaced file is read from its start
+
+    def new_records(self) -> list[dict]:
+        """Records of the complete lines appended since the last call (a foreign line is
+        skipped; a torn last line, still being written, is left for the next call)."""
+        try:
+            with self.path.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                file_id = (stat.st_dev, stat.st_ino)
+                if file_id != self.file_id or stat.st_size < self.offset:  # --restart, or a torn tail cut
+                    self.file_id, self.offset = file_id, 0
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [record for line in complete.splitlines() if isinstance(record := _parse(line), dict)]
+
+
+def _parse(line: bytes) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:  # UnicodeDecodeError included
+        return None
 
 
 class LocalCache:
@@ -43,16 +66,32 @@ class LocalCache:
         self.trial = trial_hash(spec.trial)
         self.wait = spec.trial.kind != "Tabular"  # a lookup costs less than waiting for its twin
         self.cache = ResultCache()
+        self.refresh_seconds = spec.cache.refresh_seconds
+        self.others = {other: TrialsTail(runs_dir / other / "trials.jsonl") for other in spec.cache.from_
+                       if other != name} if self.enabled else {}
+        self.read_at: float | None = None  # when the others were last read (monotonic clock)
         self.hits = sum(1 for record in recorded.values() if record.get("cachedFrom"))
         self.saved_seconds = sum(float(record.get("savedSeconds") or 0.0) for record in recorded.values())
         if not self.enabled:
             return
-        for other in spec.cache.from_:
-            if other != name:
-                for record in _records(runs_dir / other / "trials.jsonl"):
-                    self._learn(other, record)
+        self.refresh()
         for index in sorted(recorded):
             self._learn(name, recorded[index])
+
+    def refresh_due(self, now: float) -> bool:
+        """There are runs to read and `refreshSeconds` have passed since the last read."""
+        return bool(self.others) and (self.read_at is None or now - self.read_at >= self.refresh_seconds)
+
+    def refresh(self, now: float | None = None) -> None:
+        """The other runs' children finished since the last read, if `refreshSeconds` have
+        passed (a child already known changes nothing: the first entry of a key stays)."""
+        now = monotonic() if now is None else now
+        if not self.refresh_due(now):
+            return
+        self.read_at = now
+        for other, tail in self.others.items():
+            for record in tail.new_records():
+                self._learn(other, record)
 
     def _learn(self, search: str, record: dict) -> None:
         key, result = record.get("cacheKey"), record.get("result")
@@ -67,6 +106,7 @@ class LocalCache:
     def decide(self, ticket: Ticket) -> Decision:
         if not self.enabled:
             return Decision("train")
+        self.refresh()
         return self.cache.decide(key=self.key(ticket), index=ticket.index, wait=self.wait)
 
     def finished(self, ticket: Ticket, *, reason: str | None, result: dict, seconds: float | None) -> list[int]:

@@ -400,6 +400,13 @@ class Cache(_Model):
         description="Other searches (names, same namespace; locally runs/<name>/) whose finished children are "
         "reused too, where their trial template is the same.",
     )
+    refresh_seconds: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        description="While the search creates children, the searches in `from` are read again at most this often "
+        "(seconds), so children they finish later are reused too.",
+    )
 
     @field_validator("from_")
     @classmethod

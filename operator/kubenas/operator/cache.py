@@ -2,7 +2,9 @@
 
 Filled from NASTrials: the search's own (after a restart) and those of the searches in
 `spec.cache.from` (same namespace only: the label `kubenas.io/search=<name>`, checked
-against the trial's own spec and owner), read when the driver starts. Every NASTrial
+against the trial's own spec and owner), read when the driver starts and again, at most
+once per `spec.cache.refreshSeconds`, while the search creates children: so two searches
+run side by side reuse what the other finishes after they start. Every NASTrial
 carries its cache key as the label `kubenas.io/cache-key` (set at creation, from the
 template of the time), so trials of another template never match.
 
@@ -13,6 +15,8 @@ template asks for now). The search's status sums them (`cacheHits`, `cacheSaved*
 """
 
 from __future__ import annotations
+
+from time import monotonic
 
 from kubenas import spec as specs
 from kubenas.operator import names, results
@@ -47,6 +51,8 @@ class ClusterCache:
         self.saved_gpu_seconds = 0.0
         self._hashed: tuple[specs.Trial, str] | None = None
         self.trials: dict[int, dict] = {}  # waiting children's NASTrials, to create their Jobs if their source fails
+        self.read_at: float | None = None  # when spec.cache.from was last read (monotonic clock)
+        self.told_missing: set[str] = set()  # searches of spec.cache.from already reported missing
 
     def key(self, ticket: Ticket, spec: specs.SearchSpec) -> str:
         if self._hashed is None or self._hashed[0] is not spec.trial:
@@ -77,13 +83,37 @@ class ClusterCache:
                                  gpu_seconds=gpu_seconds)
         self.cache.add(key, entry)
 
+    def sources(self, spec: specs.SearchSpec) -> list[str]:
+        """The other searches whose children this one may reuse."""
+        return [other for other in spec.cache.from_ if other != self.search] if spec.cache.enabled else []
+
+    def refresh_due(self, spec: specs.SearchSpec, now: float) -> bool:
+        """There are searches to read and `spec.cache.refreshSeconds` have passed since the
+        last read (or there was none)."""
+        if not self.sources(spec):
+            return False
+        return self.read_at is None or now - self.read_at >= spec.cache.refresh_seconds
+
+    async def refresh(self, client: KubeClient, *, namespace: str, spec: specs.SearchSpec,
+                      now: float | None = None) -> list[str]:
+        """Read the `spec.cache.from` searches' finished children if due (`refresh_due`);
+        returns the searches missing that were not reported before, so that each is
+        reported once however often it is read (one created later is read all the same)."""
+        now = monotonic() if now is None else now
+        if not self.refresh_due(spec, now):
+            return []
+        self.read_at = now
+        missing = await self.load_others(client, namespace=namespace, spec=spec)
+        first_time = [other for other in missing if other not in self.told_missing]
+        self.told_missing.update(first_time)
+        return first_time
+
     async def load_others(self, client: KubeClient, *, namespace: str, spec: specs.SearchSpec) -> list[str]:
         """The finished children of `spec.cache.from` searches (this namespace only);
-        returns the names of those that do not exist."""
+        returns the names of those that do not exist. Read again, a child already known
+        changes nothing: the first entry of a key stays, and others' hits are not ours to count."""
         missing = []
-        for other in spec.cache.from_ if spec.cache.enabled else []:
-            if other == self.search:
-                continue
+        for other in self.sources(spec):
             # A list by name, not a get: the operator's role lists searches (kopf's watch), never gets one.
             found = await client.list(names.SEARCHES, namespace=namespace, label_selector="",
                                       field_selector=f"metadata.name={other}")

@@ -156,10 +156,7 @@ class SearchDriver:
             except specs.SpecError as error:
                 raise SearchFailed("InvalidSpec", str(error)) from None
         self.cache = ClusterCache(search=self.name)
-        missing = await self.cache.load_others(self.client, namespace=self.namespace, spec=spec)
-        if missing:
-            self._event("CacheSourceNotFound", f"spec.cache.from: no search {', '.join(missing)} in namespace "
-                                               f"{self.namespace}; its children cannot be reused", warning=True)
+        await self._refresh_cache(spec)
         data = await read_checkpoint(self.client, search=self.owner())
         if data is None:
             await off_loop(check_space, spec)  # a restored search passed it when it began
@@ -239,6 +236,12 @@ class SearchDriver:
             if index.isdigit() and int(index) in self.search.in_flight:
                 self.meter.watch_pod(int(index), pod)
 
+    async def _refresh_cache(self, spec: specs.SearchSpec) -> None:
+        """The spec.cache.from searches' finished children, read again when due; a missing one is told once."""
+        if missing := await self.cache.refresh(self.client, namespace=self.namespace, spec=spec):
+            self._event("CacheSourceNotFound", f"spec.cache.from: no search {', '.join(missing)} in namespace "
+                                               f"{self.namespace}; its children cannot be reused", warning=True)
+
     async def _step(self) -> None:
         self._refresh_spec()
         await self._drain()
@@ -252,6 +255,7 @@ class SearchDriver:
         while (decision[0] == "Running" and decision[1] != BUDGET_EXHAUSTED and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
             await self._publish(*decision)  # at most once a second: a long burst shows progress
+            await self._refresh_cache(self.spec)  # what spec.cache.from searches finished since (refreshSeconds)
             room = min(self.spec.parallelism - len(self.search.in_flight), self.settings.create_concurrency)
             await self._create_children(await off_loop(self._ask, room))
             await self._drain()  # results keep flowing while hundreds are created
