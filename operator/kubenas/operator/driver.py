@@ -255,7 +255,10 @@ class SearchDriver:
         while (decision[0] == "Running" and decision[1] != BUDGET_EXHAUSTED and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
             await self._publish(*decision)  # at most once a second: a long burst shows progress
-            await self._refresh_cache(self.spec)  # what spec.cache.from searches finished since (refreshSeconds)
+            try:  # what spec.cache.from searches finished since (refreshSeconds); reuse is only a saving
+                await self._refresh_cache(self.spec)
+            except ApiError as error:
+                self.logger.warning(f"spec.cache.from not read again: {error}; children train meanwhile")
             room = min(self.spec.parallelism - len(self.search.in_flight), self.settings.create_concurrency)
             await self._create_children(await off_loop(self._ask, room))
             await self._drain()  # results keep flowing while hundreds are created
