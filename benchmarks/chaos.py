@@ -296,10 +296,10 @@ def run_suite(*, seed: int, children: int, in_flight: int, trainer_seconds: floa
 
 
 def print_report(outcomes: list[Outcome], results: list[tuple[str, bool, str]], figures: dict) -> bool:
-    print(f"\n| fault | at (s) | outcome |\n|---|---|---|")
+    print("\n| fault | at (s) | outcome |\n|---|---|---|")
     for item in outcomes:
         print(f"| {item.fault} | {item.at:.1f} | {item.outcome} |")
-    print(f"\n| check | passed | detail |\n|---|---|---|")
+    print("\n| check | passed | detail |\n|---|---|---|")
     for name, passed, detail in results:
         print(f"| {name} | {'yes' if passed else 'NO'} | {detail} |")
     print(f"\nsearch finished {figures['seconds']:.0f} s after it was applied; the operator's re-lists of its "

@@ -84,7 +84,7 @@ def main() -> int:
     for strategy, values in results.items():
         print(f"  {strategy:9s} mean best val acc {statistics.mean(values):.5f} ± {statistics.stdev(values):.5f} "
               f"(min {min(values):.5f}, max {max(values):.5f}); regret {optimum - statistics.mean(values):.5f}")
-    print(f"  per seed: " + "; ".join(f"{s}: {r:.4f} vs {q:.4f}" for s, (r, q) in enumerate(zip(results['reinforce'], results['random']))))
+    print("  per seed: " + "; ".join(f"{s}: {r:.4f} vs {q:.4f}" for s, (r, q) in enumerate(zip(results['reinforce'], results['random']))))
     print(f"  wall time {seconds:.1f}s for {2 * args.seeds} searches ({2 * args.seeds * args.trials / seconds:.0f} children/s)")
     return 0
 

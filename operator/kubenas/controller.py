@@ -21,7 +21,7 @@ from torch import nn
 
 from kubenas import spec as specs
 from kubenas.adam import Adam
-from kubenas.spaces import Action, Anchor, Choice, Decision, InvalidActions, Space, check_action
+from kubenas.spaces import Action, Choice, Decision, InvalidActions, Space, check_action
 
 if TYPE_CHECKING:
     from kubenas.evolution import EvolutionController

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import yaml
 
-from kubenas.controller import UpdateStats
 from kubenas.search import Outcome, Search, Ticket
 
 
@@ -100,7 +99,6 @@ class RunDirectory:
             "seconds": None if seconds is None else round(seconds, 3),
             **(extra or {}),
             "result": result,
-            **(extra or {}),
         }
         _append_line(self.trials_file, record)
         if outcome.update is not None:
