@@ -78,6 +78,9 @@ def serve(*, port: int, host: str = "0.0.0.0") -> None:
     start_http_server(port, addr=host, registry=REGISTRY)
 
 
+_COST_COUNTED: dict[tuple[Counter, tuple[str, ...]], float] = {}  # (counter, labels) -> seconds counted
+
+
 class SearchMetrics:
     """The metrics of one search, bound to its labels. Counters count what this process
     saw (Prometheus' rate() and increase() handle the reset of a restart); gauges are
@@ -112,16 +115,21 @@ class SearchMetrics:
 
     def cost(self, *, gpu_seconds: float, cpu_seconds: float) -> None:
         """A finished child's GPU- and CPU-seconds."""
-        GPU_SECONDS.labels(*self.labels).inc(max(0.0, gpu_seconds))
-        CPU_SECONDS.labels(*self.labels).inc(max(0.0, cpu_seconds))
+        for metric, seconds in ((GPU_SECONDS, gpu_seconds), (CPU_SECONDS, cpu_seconds)):
+            self._count_cost(metric, max(0.0, seconds))
 
     def cost_resumed(self, *, gpu_seconds: float, cpu_seconds: float) -> None:
         """A driver's start: the counters from the recorded sum, so they count from the
         search's start (raised to it, never twice: a driver restarted in this process)."""
-        for name, metric, total in (("kubenas_child_gpu_seconds_total", GPU_SECONDS, gpu_seconds),
-                                    ("kubenas_child_cpu_seconds_total", CPU_SECONDS, cpu_seconds)):
-            counted = REGISTRY.get_sample_value(name, dict(zip(SEARCH, self.labels))) or 0.0
-            metric.labels(*self.labels).inc(max(0.0, total - counted))
+        for metric, total in ((GPU_SECONDS, gpu_seconds), (CPU_SECONDS, cpu_seconds)):
+            self._count_cost(metric, max(0.0, total - _COST_COUNTED.get((metric, self.labels), 0.0)))
+
+    def _count_cost(self, metric: Counter, seconds: float) -> None:
+        # What this process has counted, kept beside the counter: prometheus-client has no
+        # public read of one series but REGISTRY.get_sample_value, which collects every
+        # series of every search (quadratic over a thousand searches' starts).
+        metric.labels(*self.labels).inc(seconds)
+        _COST_COUNTED[(metric, self.labels)] = _COST_COUNTED.get((metric, self.labels), 0.0) + seconds
 
     def cache_hit(self, *, saved_seconds: float | None, saved_gpu_seconds: float | None) -> None:
         """A child reused an identical child's result instead of training."""
@@ -155,6 +163,8 @@ class SearchMetrics:
 
     def forget(self) -> None:
         """The search is gone (deleted): drop its series."""
+        for metric in (GPU_SECONDS, CPU_SECONDS):
+            _COST_COUNTED.pop((metric, self.labels), None)
         for metric in _PER_SEARCH:
             _remove(metric, self.labels)
         for phase in CHILD_PHASES:
