@@ -587,3 +587,28 @@ async def test_driver_reuses_a_child_another_search_finished_after_start_once_re
     assert api.status["second-3"]["savedSeconds"] == 40.0 and api.status["second-3"]["savedGpuSeconds"] == 80.0
     assert driver.cache.status() == {"cacheHits": 1, "cacheSavedSeconds": 40.0, "cacheSavedGpuSeconds": 80.0}
     assert events.count("CacheSourceNotFound") == 1 and driver.search.finished
+
+
+async def test_a_failed_reread_of_cache_from_is_a_warning_and_children_still_train(monkeypatch, caplog) -> None:
+    """Reuse is only a saving: an API error reading the other searches in a step does not
+    stop the driver (it would restart it), the child trains."""
+    from kubenas.operator.kube import ApiError
+
+    class BrokenListsApi(OtherSearchesApi):
+        async def list(self, resource, **kwargs):
+            if resource.plural == "neuralarchitecturesearches":
+                raise ApiError(500, "InternalError", "etcdserver: request timed out")
+            return await super().list(resource, **kwargs)
+
+    monkeypatch.setattr("kubenas.operator.cache.monotonic", lambda: 1000.0)
+    body = copy.deepcopy(JOB_SEARCH)
+    body["spec"].update(maxTrials=2, parallelism=1, cache={"from": ["first"]})
+    api = BrokenListsApi()
+    driver = SearchDriver(client=api, body=body, logger=logging.getLogger("test"))
+    spec = specs.parse_manifest(body).spec
+    driver.search, driver.spec = Search(spec), spec
+    driver.seen_generation = body["metadata"]["generation"]
+    with caplog.at_level(logging.WARNING):
+        await driver._step()
+    assert [job["metadata"]["name"] for job in api.created["jobs"]] == [f"{body['metadata']['name']}-0"]
+    assert "spec.cache.from not read again" in caplog.text and "etcdserver" in caplog.text
