@@ -219,3 +219,36 @@ def test_the_operator_judges_its_children_in_flight_as_spec_budget_in_flight_say
         patch.setattr(metering.time, "time", lambda: now)
         # Elapsed: 200 + 10 < 290. Expected: 200 + max(10, 100) + 100 (not started) + 100 (the next) > 290.
         assert (driver._budget_spent() is not None) == spent
+
+
+def test_children_that_fit_counts_whole_children_at_the_mean():
+    from kubenas.budget import children_that_fit
+    usage = Usage.of([Cost(100.0, 10.0), Cost(300.0, 30.0)])  # mean 200 GPU-, 20 CPU-seconds
+    in_flight = [Cost(50.0, 0.0), Cost()]  # each counts the mean: 400 committed
+    fit = lambda gpu, cpu=None: children_that_fit(gpu_hours=gpu, cpu_hours=cpu, usage=usage,  # noqa: E731
+                                                  in_flight=in_flight)
+    assert fit(1399 / HOUR) == 2 and fit(1400 / HOUR) == 3  # 400 spent + 400 committed + k × 200
+    assert fit(700 / HOUR) == 0  # already past: nothing fits
+    assert fit(10.0, cpu=100 / HOUR) == 1  # the tighter limit decides: 40 + 40 + 1 × 20 <= 100
+    assert fit(None) is None  # no limit
+    assert children_that_fit(gpu_hours=1.0, cpu_hours=None, usage=Usage(), in_flight=[]) is None  # no mean yet
+
+
+async def test_with_in_flight_expected_a_burst_starts_only_the_children_expected_to_fit():
+    """Eight free places, room in the budget for three children at the mean: three Jobs."""
+    import copy
+
+    from tests.test_result_cache import JOB_SEARCH, driver_of
+    body = copy.deepcopy(JOB_SEARCH)
+    body["spec"].update(maxTrials=20, parallelism=8, cache={"enabled": False},
+                        budget={"gpuHours": 1000 / HOUR, "inFlight": "Expected"})
+    driver, api = driver_of(body)
+    driver.meter.usage = Usage.of([Cost(350.0, 0.0), Cost(350.0, 0.0)])  # 700 spent, 350 per child at the mean
+    assert driver._budget_room() == 0  # 700 + 350 > 1000
+    driver.meter.usage = Usage.of([Cost(100.0, 0.0), Cost(100.0, 0.0)])  # 200 spent, 100 per child
+    await driver._step()
+    assert len(api.created["jobs"]) == 8  # 200 + 8 × 100 fits: the burst is not cut
+    driver.search.in_flight.clear()  # (their verdicts aside) nothing in flight, 250 more spent:
+    driver.meter.usage = Usage.of([Cost(150.0, 0.0), Cost(150.0, 0.0), Cost(150.0, 0.0)])  # 450, 150 per child
+    await driver._step()
+    assert len(api.created["jobs"]) == 8 + 3  # 450 + 3 × 150 = 900 fits, a fourth would pass 1000

@@ -100,3 +100,11 @@ def test_the_live_panel_shows_the_compute_line() -> None:
     Console(file=screen, width=120).print(progress._panel(Search(spec), running=0))
     assert "compute" in screen.getvalue()
     assert "0.100 of 2 CPU-h, 0.000 GPU-h; rest ~0.90 CPU-h, ~0.00 GPU-h" in screen.getvalue()
+
+
+def test_the_local_meter_takes_a_template_whose_quantities_it_cannot_read() -> None:
+    """The schema does not parse quantities; a local search without a budget must not fail on one."""
+    document = job_manifest(maxTrials=3)
+    document["spec"]["trial"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "2 cores"}}
+    meter = LocalMeter(spec=specs.parse_manifest(document).spec, threads=2)
+    assert meter.resources.gpus == 1.0 and meter.spent() is None

@@ -15,6 +15,7 @@ from kubenas import spec as specs
 from kubenas.local import run_search
 from kubenas.operator.cache import LABEL_CACHE_KEY, WAITING_REASON
 from kubenas.operator.driver import SearchDriver
+from kubenas.budget import Cost
 from kubenas.result_cache import CachedResult, ResultCache, cache_key, gpus_of, reusable, trial_hash
 from kubenas.search import Search
 from tests.helpers import manifest, succeeded
@@ -297,7 +298,8 @@ async def test_driver_twins_wait_for_the_running_one_then_reuse_its_result() -> 
     keys = {t["metadata"]["labels"][LABEL_CACHE_KEY] for t in api.created["nastrials"]}
     assert len(api.created["nastrials"]) == 3 and len(keys) == 1
     assert api.status["twins-1"]["reason"] == api.status["twins-2"]["reason"] == WAITING_REASON
-    await driver._record(0, succeeded([0.4, 0.8]), times=(100.0, 130.0))
+    # 30 s on the template's 2 GPUs, as the meter reckons it from the pod
+    await driver._record(0, succeeded([0.4, 0.8]), times=(100.0, 130.0), cost=Cost(60.0, 30.0))
     for name in ("twins-1", "twins-2"):
         assert api.status[name]["phase"] == "Succeeded" and api.status[name]["cachedFrom"] == "twins-0"
         assert api.status[name]["savedSeconds"] == 30.0 and api.status[name]["savedGpuSeconds"] == 60.0

@@ -10,6 +10,7 @@ scheduling) times the seconds from its container's start to its finish.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,14 @@ class Cost:
     def scaled(self, factor: float) -> Cost:
         return Cost(self.gpu_seconds * factor, self.cpu_seconds * factor)
 
+    def fields(self) -> dict:
+        """As a NASTrial's status and a trials.jsonl record keep it."""
+        return {"gpuSeconds": round(self.gpu_seconds, 3), "cpuSeconds": round(self.cpu_seconds, 3)}
+
+    @classmethod
+    def from_fields(cls, record: Mapping[str, Any]) -> Cost:
+        return cls(float(record.get("gpuSeconds") or 0.0), float(record.get("cpuSeconds") or 0.0))
+
 
 def cost_of(resources: Resources, seconds: float) -> Cost:
     """A child that held `resources` for `seconds` (negative spans, from skewed clocks, count 0)."""
@@ -109,6 +118,34 @@ def _hours(seconds: float) -> str:
     return f"{seconds / HOUR:.4g}"
 
 
+def _committed(usage: Usage, in_flight: Sequence[Cost]) -> Cost:
+    """inFlight Expected: the children in flight, each at the larger of its cost so far and the mean."""
+    mean = usage.mean()
+    return Cost(sum(max(c.gpu_seconds, mean.gpu_seconds) for c in in_flight),
+                sum(max(c.cpu_seconds, mean.cpu_seconds) for c in in_flight))
+
+
+def children_that_fit(*, gpu_hours: float | None, cpu_hours: float | None, usage: Usage,
+                      in_flight: Sequence[Cost]) -> int | None:
+    """inFlight Expected: how many more children at the mean fit beside the finished ones
+    and those in flight (`in_flight`: each one's cost so far, 0 for one not started).
+    None: no bound (no child has finished to give a mean, no limit, or children cost nothing)."""
+    if not usage.children:
+        return None
+    mean, total = usage.mean(), usage.spent + _committed(usage, in_flight)
+    bounds = []
+    for limit, spent, per_child in ((gpu_hours, total.gpu_seconds, mean.gpu_seconds),
+                                    (cpu_hours, total.cpu_seconds, mean.cpu_seconds)):
+        if limit is None:
+            continue
+        room = limit * HOUR - spent
+        if room < 0:
+            bounds.append(0)
+        elif per_child > 0:
+            bounds.append(math.floor(room / per_child))
+    return min(bounds, default=None)
+
+
 def budget_spent(*, gpu_hours: float | None, cpu_hours: float | None, usage: Usage, running: Cost,
                  running_children: int = 0, in_flight: Sequence[Cost] | None = None) -> str | None:
     """None while the budget lasts, else a message stating the figures.
@@ -118,12 +155,13 @@ def budget_spent(*, gpu_hours: float | None, cpu_hours: float | None, usage: Usa
     a limit. `inFlight: Expected` (`in_flight`: each child in flight's elapsed cost, 0 for
     one not started): once some child has finished, each child in flight counts at the
     larger of its elapsed cost and the mean finished child's, and the budget is spent when
-    that plus one more child at the mean would pass a limit: a new child starts only if
-    it is expected to fit. Before any child has finished there is no mean: as Elapsed."""
+    not one more child at the mean fits (`children_that_fit`, which also bounds how many
+    start at once). Before any child has finished there is no mean: as Elapsed."""
     if in_flight is not None and usage.children:
-        mean = usage.mean()
-        committed = Cost(sum(max(c.gpu_seconds, mean.gpu_seconds) for c in in_flight),
-                         sum(max(c.cpu_seconds, mean.cpu_seconds) for c in in_flight))
+        fit = children_that_fit(gpu_hours=gpu_hours, cpu_hours=cpu_hours, usage=usage, in_flight=in_flight)
+        if fit is None or fit >= 1:
+            return None
+        mean, committed = usage.mean(), _committed(usage, in_flight)
         total = usage.spent + committed + mean
         for unit, limit, spent, finished, expected, next_child in (
                 ("GPU", gpu_hours, total.gpu_seconds, usage.spent.gpu_seconds, committed.gpu_seconds,
@@ -134,7 +172,6 @@ def budget_spent(*, gpu_hours: float | None, cpu_hours: float | None, usage: Usa
                 return (f"{_hours(spent)} {unit}-hours expected with one more child, more than spec.budget."
                         f"{unit.lower()}Hours={limit:g} ({_hours(finished)} by {usage.children} finished children, "
                         f"{_hours(expected)} expected of {len(in_flight)} in flight, {_hours(next_child)} per child)")
-        return None
     total = usage.spent + running
     for unit, limit, spent, finished, elapsed in (
             ("GPU", gpu_hours, total.gpu_seconds, usage.spent.gpu_seconds, running.gpu_seconds),

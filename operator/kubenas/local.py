@@ -159,7 +159,7 @@ async def _run_search(
         cost = meter.finished(ticket.index, result, seconds if cached is None else None)
         observed.cost(gpu_seconds=cost.gpu_seconds, cpu_seconds=cost.cpu_seconds)
         entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told,
-                                 extra={"gpuSeconds": round(cost.gpu_seconds, 3), "cpuSeconds": round(cost.cpu_seconds, 3),
+                                 extra={**cost.fields(),
                                         **cache.record_fields(ticket, cached=cached)})
         recorded[ticket.index] = entry
         progress.usage = meter.line(remaining_children=search.max_trials - told)
@@ -223,7 +223,8 @@ async def _run_search(
                         reason = None
                         progress.log(f"[{name}] spec.budget has room for another child again")
                 # A child waiting for an identical one holds its place, as on a cluster.
-                while phase != "Failed" and reason != BUDGET_EXHAUSTED and not stop.is_set() and len(running) + cache.waiting() < width:
+                while (phase != "Failed" and reason != BUDGET_EXHAUSTED and not stop.is_set()
+                       and len(running) + cache.waiting() < width and meter.room() != 0):  # inFlight Expected: per child
                     ticket = search.ask()
                     if ticket is None:
                         break

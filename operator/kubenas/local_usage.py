@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable
 
 from kubenas import spec as specs
-from kubenas.budget import Cost, Resources, Usage, budget_spent, cost_of, resources_of, usage_status
+from kubenas.budget import Cost, Resources, Usage, budget_spent, children_that_fit, cost_of, usage_status
+from kubenas.result_cache import gpus_of
 
 
 def trained_on_gpu(result: dict) -> bool:
@@ -27,10 +28,8 @@ class LocalMeter:
         if spec.trial.kind == "Tabular":
             self.resources = Resources(gpus=0.0, cpus=0.0)
         else:
-            gpus = resources_of(spec.trial.template.spec.containers[0].model_dump()).gpus
-            self.resources = Resources(gpus=max(1.0, gpus), cpus=float(threads))
-        self.usage = Usage.of(Cost(float(r.get("gpuSeconds") or 0.0), float(r.get("cpuSeconds") or 0.0))
-                              for r in records)
+            self.resources = Resources(gpus=max(1.0, gpus_of(spec.trial)), cpus=float(threads))
+        self.usage = Usage.of(Cost.from_fields(record) for record in records)
         self.running: dict[int, float] = {}  # index -> start (monotonic)
 
     def started(self, index: int) -> None:
@@ -55,9 +54,20 @@ class LocalMeter:
     def spent(self) -> str | None:
         """spec.budget's verdict (see budget_spent)."""
         budget = self.spec.budget
+        if not budget.limited:
+            return None
+        elapsed = self.elapsed()
         return budget_spent(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.usage,
-                            running=self.running_cost(), running_children=len(self.running),
-                            in_flight=self.elapsed() if budget.in_flight == "Expected" else None)
+                            running=sum(elapsed, Cost()), running_children=len(self.running),
+                            in_flight=elapsed if budget.in_flight == "Expected" else None)
+
+    def room(self) -> int | None:
+        """spec.budget.inFlight Expected: how many more children are expected to fit (None: no bound)."""
+        budget = self.spec.budget
+        if not budget.limited or budget.in_flight != "Expected":
+            return None
+        return children_that_fit(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.usage,
+                                 in_flight=self.elapsed())
 
     def status(self, *, remaining_children: int) -> dict:
         """As the operator's status.usage: for best.json."""

@@ -340,6 +340,10 @@ class Budget(_Model):
         "if one more at the mean fits: the spend ends near the budget, not past it.",
     )
 
+    @property
+    def limited(self) -> bool:
+        return self.gpu_hours is not None or self.cpu_hours is not None
+
 
 class RetrainTemplate(_Model):
     """What retraining changes in the trial's pod template (its first container, the trainer)."""

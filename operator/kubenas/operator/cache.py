@@ -20,6 +20,7 @@ from time import monotonic
 
 from kubenas import spec as specs
 from kubenas.operator import names, results
+from kubenas.operator.checkpoints import owned_by
 from kubenas.operator.kube import KubeClient
 from kubenas.result_cache import CachedResult, Decision, ResultCache, cache_key, gpus_of, reusable, trial_hash
 from kubenas.search import Ticket
@@ -35,9 +36,13 @@ def _duration(status: dict) -> float | None:
 
 def _from_search(trial: dict, search: dict) -> bool:
     """A NASTrial made by `search` (not merely labelled so): owned by that very object."""
-    owners = trial["metadata"].get("ownerReferences") or []
-    return (trial.get("spec") or {}).get("search") == search["metadata"]["name"] and any(
-        o.get("kind") == names.SEARCHES.kind and o.get("uid") == search["metadata"]["uid"] for o in owners)
+    return (trial.get("spec") or {}).get("search") == search["metadata"]["name"] and owned_by(
+        trial, search["metadata"]["uid"])
+
+
+def key_of(trial: dict | None) -> str | None:
+    """The cache key a NASTrial was created with (its label), if any."""
+    return (((trial or {}).get("metadata") or {}).get("labels") or {}).get(LABEL_CACHE_KEY)
 
 
 class ClusterCache:
@@ -65,7 +70,7 @@ class ClusterCache:
         """A NASTrial: its result if it succeeded; and if it is one of ours (`ours`) that
         reused a result, count the hit."""
         status = trial.get("status") or {}
-        key = (trial["metadata"].get("labels") or {}).get(LABEL_CACHE_KEY)
+        key = key_of(trial)
         source = status.get("cachedFrom")
         if ours and source and status.get("phase") in ("Succeeded", "Failed"):
             self.count(seconds=status.get("savedSeconds"), gpu_seconds=status.get("savedGpuSeconds"))
@@ -113,6 +118,7 @@ class ClusterCache:
         returns the names of those that do not exist. Read again, a child already known
         changes nothing: the first entry of a key stays, and others' hits are not ours to count."""
         missing = []
+        gpus = gpus_of(spec.trial)  # once, not per trial
         for other in self.sources(spec):
             # A list by name, not a get: the operator's role lists searches (kopf's watch), never gets one.
             found = await client.list(names.SEARCHES, namespace=namespace, label_selector="",
@@ -124,7 +130,7 @@ class ClusterCache:
             for trial in await client.list(names.TRIALS, namespace=namespace,
                                            label_selector=f"{names.LABEL_SEARCH}={other},{LABEL_CACHE_KEY}"):
                 if _from_search(trial, search):
-                    self.learn(trial, gpus=gpus_of(spec.trial), ours=False)
+                    self.learn(trial, gpus=gpus, ours=False)
         return missing
 
     # -- deciding ------------------------------------------------------------------------
@@ -141,12 +147,13 @@ class ClusterCache:
             self.cache.start(key=key, index=index)
 
     def finished(self, index: int, *, reason: str | None, result: dict, seconds: float | None,
-                 gpus: float) -> tuple[list[int], CachedResult | None]:
-        """Child `index` has its verdict: (the children that waited for it, the result they reuse or None)."""
+                 gpu_seconds: float | None) -> tuple[list[int], CachedResult | None]:
+        """Child `index` has its verdict: (the children that waited for it, the result they reuse or None).
+        `gpu_seconds`: what it cost, as its NASTrial records it (so a hit saves the same read live or later)."""
         entry = None
         if reusable(reason):
             entry = CachedResult(result=result, source=names.trial_name(self.search, index), seconds=seconds,
-                                 gpu_seconds=None if seconds is None else seconds * gpus)
+                                 gpu_seconds=gpu_seconds)
         released = self.cache.finish(index=index, entry=entry)
         return released, entry
 

@@ -22,11 +22,11 @@ from typing import Any
 import kopf
 
 from kubenas import spec as specs
-from kubenas.budget import BUDGET_EXHAUSTED, Cost, budget_spent, usage_status
+from kubenas.budget import BUDGET_EXHAUSTED, Cost, budget_spent, children_that_fit, usage_status
 from kubenas.evaluators import TabularEvaluator
 from kubenas.metrics import SearchMetrics
 from kubenas.operator import children, metering, names, queueing, results
-from kubenas.operator.cache import LABEL_CACHE_KEY, WAITING_REASON, ClusterCache
+from kubenas.operator.cache import LABEL_CACHE_KEY, WAITING_REASON, ClusterCache, key_of
 from kubenas.operator.checkpoints import owned_by, read_checkpoint, write_checkpoint
 from kubenas.operator.engine_thread import off_loop
 from kubenas.operator.failpoints import failpoint
@@ -176,8 +176,9 @@ class SearchDriver:
             search.max_trials = spec.max_trials
             self.search, self.spec = search, spec
             self.meter.restore(recorded.values())  # before the replay: the sum of every recorded child
+            gpus = gpus_of(spec.trial)
             for trial in recorded.values():  # the results and hits of its own children
-                self.cache.learn(trial, gpus=gpus_of(spec.trial))
+                self.cache.learn(trial, gpus=gpus)
             await self._replay(recorded)
             await self._meter_running()
             self.metrics.policy(search.last_update)
@@ -218,8 +219,7 @@ class SearchDriver:
         for index in sorted(search.in_flight):  # adopt the running, recreate the missing
             ticket = search.in_flight[index]
             if index in jobs:
-                self.cache.adopt(index, ((recorded.get(index) or {}).get("metadata", {}).get("labels") or {}).get(
-                    LABEL_CACHE_KEY))
+                self.cache.adopt(index, key_of(recorded.get(index)))
                 self.events.put_nowait(JobEvent(index, jobs[index], deleted=False))
             elif (result := await self._create_child(ticket, trial=recorded.get(index))) is not None:
                 await self._tell([(index, result, (None, None))])
@@ -227,8 +227,7 @@ class SearchDriver:
     async def _meter_running(self) -> None:
         """After a restart, with a budget: the running children's elapsed cost before the
         first decision (the pod watch brings it too, but not necessarily first)."""
-        budget = self.spec.budget
-        if self.spec.trial.kind != "Job" or (budget.gpu_hours is None and budget.cpu_hours is None):
+        if self.spec.trial.kind != "Job" or not self.spec.budget.limited:
             return
         for pod in await self.client.list(names.PODS, namespace=self.namespace,
                                           label_selector=f"{names.LABEL_SEARCH}={self.name}"):
@@ -237,8 +236,14 @@ class SearchDriver:
                 self.meter.watch_pod(int(index), pod)
 
     async def _refresh_cache(self, spec: specs.SearchSpec) -> None:
-        """The spec.cache.from searches' finished children, read again when due; a missing one is told once."""
-        if missing := await self.cache.refresh(self.client, namespace=self.namespace, spec=spec):
+        """The spec.cache.from searches' finished children, read again when due; a missing one is told
+        once. Reuse is only a saving: an API error is a warning, and children train meanwhile."""
+        try:
+            missing = await self.cache.refresh(self.client, namespace=self.namespace, spec=spec)
+        except ApiError as error:
+            self.logger.warning(f"spec.cache.from not read again: {error}; children train meanwhile")
+            return
+        if missing:
             self._event("CacheSourceNotFound", f"spec.cache.from: no search {', '.join(missing)} in namespace "
                                                f"{self.namespace}; its children cannot be reused", warning=True)
 
@@ -255,11 +260,10 @@ class SearchDriver:
         while (decision[0] == "Running" and decision[1] != BUDGET_EXHAUSTED and not self.search.exhausted
                and len(self.search.in_flight) < self.spec.parallelism):
             await self._publish(*decision)  # at most once a second: a long burst shows progress
-            try:  # what spec.cache.from searches finished since (refreshSeconds); reuse is only a saving
-                await self._refresh_cache(self.spec)
-            except ApiError as error:
-                self.logger.warning(f"spec.cache.from not read again: {error}; children train meanwhile")
+            await self._refresh_cache(self.spec)  # what spec.cache.from searches finished since (refreshSeconds)
             room = min(self.spec.parallelism - len(self.search.in_flight), self.settings.create_concurrency)
+            if (fit := self._budget_room()) is not None:  # inFlight Expected: one child at a time, not per burst
+                room = min(room, fit)
             await self._create_children(await off_loop(self._ask, room))
             await self._drain()  # results keep flowing while hundreds are created
             decision = self._decide()  # a failure among them may end the burst (maxFailedTrials)
@@ -447,12 +451,20 @@ class SearchDriver:
     def _budget_spent(self) -> str | None:
         """spec.budget's verdict: None while it lasts, else why not (the figures)."""
         budget = self.spec.budget
-        if budget.gpu_hours is None and budget.cpu_hours is None:
+        if not budget.limited:
             return None
-        running = [i for i in self.meter.running if i in self.search.in_flight]
-        in_flight = self.meter.elapsed(sorted(self.search.in_flight)) if budget.in_flight == "Expected" else None
+        in_flight = self.meter.elapsed(self.search.in_flight) if budget.in_flight == "Expected" else None
         return budget_spent(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.meter.usage,
-                            running=self.meter.running_cost(), running_children=len(running), in_flight=in_flight)
+                            running=self.meter.running_cost(), running_children=len(self.meter.running),
+                            in_flight=in_flight)
+
+    def _budget_room(self) -> int | None:
+        """spec.budget.inFlight Expected: how many more children are expected to fit (None: no bound)."""
+        budget = self.spec.budget
+        if not budget.limited or budget.in_flight != "Expected":
+            return None
+        return children_that_fit(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.meter.usage,
+                                 in_flight=self.meter.elapsed(self.search.in_flight))
 
     def _retraining(self) -> bool:
         """spec.retrain is set and some chosen child has no final verdict yet."""
@@ -620,14 +632,13 @@ class SearchDriver:
             if outcome is None:
                 continue
             reason = outcome.reason
-            released, entry = self.cache.finished(
-                index, reason=reason, result=result, gpus=gpus_of(self.spec.trial),
-                seconds=end - start if start is not None and end is not None else None)
+            duration = end - start if start is not None and end is not None else None
+            released, entry = self.cache.finished(index, reason=reason, result=result, seconds=duration,
+                                                  gpu_seconds=None if cost is None else cost.gpu_seconds)
             if released:
                 releases.append((released, entry))
             self.metrics.finished(reason=reason, reward=outcome.reward if outcome.succeeded else None,
-                                  duration=end - start if start is not None and end is not None else None,
-                                  delay=time.time() - end if end is not None else None)
+                                  duration=duration, delay=time.time() - end if end is not None else None)
             if not outcome.succeeded:
                 self.logger.warning(f"child {index} failed: {reason}: {result.get('message', '')}")
                 self._event(reason, f"child {index} failed: {result.get('message', '')}"[:1024], warning=True,

@@ -43,10 +43,8 @@ def attempts(pods: Iterable[dict]) -> list[tuple[float | None, float | None]]:
 
 
 def _disrupted_at(pod: dict) -> float | None:
-    for entry in (pod.get("status") or {}).get("conditions") or []:
-        if entry.get("type") == "DisruptionTarget" and entry.get("status") == "True":
-            return results.timestamp(entry.get("lastTransitionTime"))
-    return None
+    taken = results.condition(pod, "DisruptionTarget")
+    return None if taken is None else results.timestamp(taken.get("lastTransitionTime"))
 
 
 def _running_since(pod: dict) -> float | None:
@@ -67,12 +65,7 @@ def recorded_cost(trial: dict) -> Cost | None:
     status = trial.get("status") or {}
     if status.get("phase") not in TERMINAL:
         return None
-    return Cost(float(status.get("gpuSeconds") or 0.0), float(status.get("cpuSeconds") or 0.0))
-
-
-def cost_fields(cost: Cost) -> dict:
-    """The NASTrial status fields of a child's cost."""
-    return {"gpuSeconds": round(cost.gpu_seconds, 3), "cpuSeconds": round(cost.cpu_seconds, 3)}
+    return Cost.from_fields(status)
 
 
 class SearchMeter:
@@ -100,7 +93,7 @@ class SearchMeter:
     def record(self, index: int, cost: Cost) -> dict:
         """A child's cost, as its verdict is recorded: the fields for its NASTrial."""
         self.recorded[index] = cost
-        return cost_fields(cost)
+        return cost.fields()
 
     def settle(self, index: int, *, told: bool) -> Cost | None:
         """The child is done: its cost joins the sum if the engine took its verdict now
