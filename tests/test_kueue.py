@@ -242,3 +242,10 @@ def test_the_charts_trainer_queue_name_becomes_the_operators_default_queue():
     refused = subprocess.run([tool("helm"), "template", "k", str(ROOT / "helm" / "kubenas"),
                               "--set", "trainer.queueName=Not_A_Name"], capture_output=True, text=True)
     assert refused.returncode != 0 and "queueName" in refused.stderr
+
+
+def test_a_job_waits_from_its_suspension_else_its_creation():
+    job = _suspended(True)
+    assert queueing.waiting_since(job) == "2026-01-01T00:00:00Z"  # no transition time: its creation
+    job["status"]["conditions"][0]["lastTransitionTime"] = "2026-01-01T00:05:00Z"  # evicted by Kueue, waits again
+    assert queueing.waiting_since(job) == "2026-01-01T00:05:00Z"

@@ -35,6 +35,7 @@ fi
 # the binary (kueue-config/), where kubenas.localcluster.kueue reads them.
 kueue=$(version "$here/kueue" sigs.k8s.io/kueue)
 if [ ! -f "$dir/.kueue-$kueue" ]; then
+    rm -rf "$dir/kueue-config"  # no CRD of an earlier Kueue stays behind
     mkdir -p "$dir/bin" "$dir/kueue-config/crds"
     echo "tools: building Kueue $kueue into $dir/bin (cold: about 6 min on 2 cores)"
     (cd "$here/kueue" && CGO_ENABLED=0 nice go build -trimpath \

@@ -18,7 +18,6 @@ from kubenas.search import Search
 # What the trainer reads (trainer-image/README.md): --evaluate-test and --save-model.
 EVALUATE_TEST_ENV = "KUBENAS_EVALUATE_TEST"
 SAVE_MODEL_ENV = "KUBENAS_SAVE_MODEL"
-RETRAIN_PHASES = ("Pending", "Running", "Succeeded", "Failed")
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,10 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        """The kubelets first (they kill their pods), then the controllers, the API server, etcd."""
-        for name in (*self.kubelets, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+        """Components added to the cluster (Kueue) first, then the kubelets (they kill their
+        pods), the controllers, the API server, etcd."""
+        core = (*self.kubelets, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+        for name in [name for name in reversed(self.components) if name not in core] + list(core):
             if name in self.components:
                 self.components[name].stop()
 

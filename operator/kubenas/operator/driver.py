@@ -427,9 +427,7 @@ class SearchDriver:
                 f"no new children ({len(search.in_flight)} still running are recorded)")
         if search.finished:
             if self._retraining():
-                return "Retraining", "RetrainingBest", (
-                    f"every child done; retraining the best {min(spec.retrain.top_k, counters.succeeded)} "
-                    f"(spec.retrain.topK={spec.retrain.top_k})")
+                return self._retraining_decision("every child done")
             best = search.best
             tail = f"; best {self.trial_name(best.index)} reward {best.reward:.4f}" if best else ""
             tail += self._retrained_tail()
@@ -438,9 +436,7 @@ class SearchDriver:
             if search.in_flight:
                 return "Running", BUDGET_EXHAUSTED, f"{spent}: no new children; {len(search.in_flight)} running finish"
             if self._retraining():  # the budget is the search's children's; retraining is spec.retrain's own
-                return "Retraining", "RetrainingBest", (
-                    f"{spent}; retraining the best {min(spec.retrain.top_k, counters.succeeded)} "
-                    f"(spec.retrain.topK={spec.retrain.top_k})")
+                return self._retraining_decision(spent)
             return "Succeeded", BUDGET_EXHAUSTED, (f"{spent}; {counters.succeeded} of {search.max_trials} children "
                                                    f"succeeded{self._retrained_tail()}")
         if spec.suspend:
@@ -465,6 +461,11 @@ class SearchDriver:
             return None
         return children_that_fit(gpu_hours=budget.gpu_hours, cpu_hours=budget.cpu_hours, usage=self.meter.usage,
                                  in_flight=self.meter.elapsed(self.search.in_flight))
+
+    def _retraining_decision(self, why: str) -> tuple[str, str, str]:
+        top_k = self.spec.retrain.top_k
+        return "Retraining", "RetrainingBest", (f"{why}; retraining the best {min(top_k, self.search.counters.succeeded)} "
+                                                f"(spec.retrain.topK={top_k})")
 
     def _retraining(self) -> bool:
         """spec.retrain is set and some chosen child has no final verdict yet."""
@@ -569,7 +570,7 @@ class SearchDriver:
                 self.marked_running.discard(index)  # evicted by Kueue: it waits again
                 self.dirty = True
                 await self._patch_trial(index, {"phase": "Queued", "reason": waiting[0], "message": waiting[1],
-                                                "queuedTime": job["metadata"].get("creationTimestamp") or now()})
+                                                "queuedTime": queueing.waiting_since(job) or now()})
             return True
         if index in self.queued:
             self.queued.discard(index)
@@ -618,12 +619,7 @@ class SearchDriver:
         updated = False
         releases = []  # (children that waited for an identical one, its result if reusable)
         for index, result, (start, end) in verdicts:
-            self.marked_running.discard(index)
-            self.pods.pop(index, None)
-            self.waiting.clear(index)
-            self.podless.discard(index)
-            self.queued.discard(index)
-            self.kueue_said.pop(index, None)
+            self._forget(index)
             trial_uid = self.trial_uids.pop(index, None)
             outcome = await off_loop(self.search.tell, index, result)
             self.dirty = True
@@ -658,6 +654,15 @@ class SearchDriver:
             failpoint("after-checkpoint")
         for released, entry in releases:
             await self._release(released, entry)
+
+    def _forget(self, index: int) -> None:
+        """A child with its verdict: none of what was kept about it while in flight stays."""
+        self.marked_running.discard(index)
+        self.pods.pop(index, None)
+        self.waiting.clear(index)
+        self.podless.discard(index)
+        self.queued.discard(index)
+        self.kueue_said.pop(index, None)
 
     async def _release(self, waiters: list[int], entry: CachedResult | None) -> None:
         """Children that waited for an identical one: its result (recorded, then told), or,

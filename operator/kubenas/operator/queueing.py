@@ -29,6 +29,15 @@ def queue_name(trial: specs.Trial, *, defaults: TrainerDefaults | None = None) -
     return defaults.queue_name if defaults is not None else None
 
 
+def waiting_since(job: dict) -> str | None:
+    """When the Job began waiting: its Suspended condition's transition (a Job Kueue evicted
+    waits again from then), else its creation."""
+    for entry in (job.get("status") or {}).get("conditions") or []:
+        if entry.get("type") == "Suspended" and entry.get("status") == "True" and entry.get("lastTransitionTime"):
+            return entry["lastTransitionTime"]
+    return (job.get("metadata") or {}).get("creationTimestamp")
+
+
 def awaiting_admission(job: dict) -> tuple[str, str] | None:
     """(reason, message) while a Job waits, suspended, for Kueue; None once it may run.
     A suspended Job that ran before (Kueue evicted or preempted it) waits again too."""

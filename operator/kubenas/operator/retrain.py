@@ -76,7 +76,6 @@ class Retrainer:
         self.namespace = owner["metadata"]["namespace"]
         self.defaults = defaults
         self.entries: list[dict] = [e for e in previous or [] if isinstance(e, dict)]  # status.retrain as found
-        self.created: list[str] = []  # Jobs this driver created (tests and logs)
 
     def done(self, spec: specs.SearchSpec, search: Search) -> bool:
         """Every chosen child has a final verdict (none chosen: nothing to do)."""
@@ -114,7 +113,6 @@ class Retrainer:
             body = retrain_job(owner=self.owner, spec=spec, candidate=candidate, defaults=self.defaults)
             try:
                 await self.client.create(names.JOBS, namespace=self.namespace, body=body)
-                self.created.append(name)
             except ApiError as error:
                 if error.status != 409:  # 409: made before a restart, listed next step
                     return pending("Failed", reason="JobRejected", message=error.message[:1024])
