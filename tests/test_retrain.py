@@ -140,6 +140,17 @@ def test_a_retraining_job_is_the_search_s_own_not_a_child():
     assert refused.value.reason == "InvalidSpec" and "limits" in refused.value.message
 
 
+def test_a_retraining_job_waits_in_the_search_s_kueue_queue_too():
+    """A search whose children queue in Kueue retrains through the same queue: suspended
+    *and* labelled (a suspended Job without the label would wait for ever)."""
+    spec = retrain_spec({"template": {"args": ["--epochs", "9"]}})
+    spec = spec.model_copy(update={"trial": spec.trial.model_copy(update={"queue_name": "gpus"})})
+    best = candidates(searched(spec, {0: 0.6, 1: 0.8}, order=[0, 1]), 1)[0]
+    job = retrain_job(owner=OWNER, spec=spec, candidate=best)
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"
+    assert job["metadata"]["labels"][LABEL_RETRAIN_RANK] == "1"
+
+
 def test_verdicts_of_retrained_children():
     ok = {**succeeded([0.5, 0.8, 0.7]), "testAccuracy": 0.75}
     verdict = judge(ok)

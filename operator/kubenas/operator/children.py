@@ -97,9 +97,16 @@ def trial_object(*, search: dict, ticket: Ticket) -> dict:
 def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: TrainerDefaults | None = None) -> dict:
     """The child's Job: the pod template (with the operator's trainer defaults filled
     in) with the architecture passed to the trainer (env KUBENAS_ARCHITECTURE), its
-    result read back from the termination message."""
-    search = trial["spec"]["search"]
-    labels = names.child_labels(search, ticket.index)
+    result read back from the termination message; named as and owned by its NASTrial."""
+    return trainer_job(name=trial["metadata"]["name"], namespace=trial["metadata"]["namespace"], owner=trial,
+                       labels=names.child_labels(trial["spec"]["search"], ticket.index), ticket=ticket, spec=spec,
+                       defaults=defaults)
+
+
+def trainer_job(*, name: str, namespace: str, owner: dict, labels: dict[str, str], ticket: Ticket,
+                spec: specs.Trial, defaults: TrainerDefaults | None = None) -> dict:
+    """A Job running the trainer on `ticket`'s architecture (a child's, or a retraining's),
+    its pods labelled `labels` too."""
     queue = queueing.queue_name(spec, defaults=defaults)  # Kueue: created suspended, unsuspended at admission
     template = typed_template(spec.template, defaults=defaults)
     template.metadata = template.metadata or k8s.V1ObjectMeta()
@@ -130,8 +137,8 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: Trai
         api_version="batch/v1",
         kind="Job",
         metadata=k8s.V1ObjectMeta(
-            name=trial["metadata"]["name"],
-            namespace=trial["metadata"]["namespace"],
+            name=name,
+            namespace=namespace,
             labels={**labels, queueing.QUEUE_LABEL: queue} if queue else labels,
         ),
         spec=k8s.V1JobSpec(
@@ -142,6 +149,6 @@ def job_object(*, trial: dict, ticket: Ticket, spec: specs.Trial, defaults: Trai
         ),
     )
     document = _serializer.sanitize_for_serialization(job)
-    document["metadata"]["ownerReferences"] = [names.owner_reference(trial)]
+    document["metadata"]["ownerReferences"] = [names.owner_reference(owner)]
     return document
 

@@ -38,25 +38,18 @@ def model_path(retrain: specs.Retrain, search: str, rank: int) -> str | None:
 
 def retrain_job(*, owner: dict, spec: specs.SearchSpec, candidate: Candidate,
                 defaults: TrainerDefaults | None = None) -> dict:
-    """The Job retraining `candidate`: a child's Job (children.job_object: the operator's
-    trainer defaults, termination message, no API token) from the retraining template,
-    with its own name and labels, owned by the search itself."""
+    """The Job retraining `candidate`: a trainer Job as a child's (children.trainer_job: the
+    operator's trainer defaults, termination message, no API token, Kueue's queue) from the
+    retraining template, with its own name and labels, owned by the search itself."""
     search, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     name = job_name(search, candidate.rank)
     trial_spec = retrain_trial(spec.trial, spec.retrain, model_path=model_path(spec.retrain, search, candidate.rank))
     trial_spec = trial_spec.model_copy(update={"ttl_seconds_after_finished": None})  # kept until its verdict is read
     ticket = Ticket(candidate.index, candidate.architecture, [], 0.0, 0)
-    # job_object takes the child's NASTrial; in its stead, the search under the Job's name.
-    stand_in = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "spec": {"search": search},
-                "metadata": {"name": name, "namespace": namespace, "uid": owner["metadata"]["uid"]}}
-    job = children.job_object(trial=stand_in, ticket=ticket, spec=trial_spec, defaults=defaults)
-    labels = retrain_labels(search, candidate.rank)
-    job["metadata"]["labels"] = labels
+    # Not a child's labels (no trial index): the pod watch and the replay leave it alone.
+    job = children.trainer_job(name=name, namespace=namespace, owner=owner, ticket=ticket, spec=trial_spec,
+                               labels=retrain_labels(search, candidate.rank), defaults=defaults)
     job["metadata"]["annotations"] = {ANNOTATION_INDEX: str(candidate.index)}
-    job["metadata"]["ownerReferences"] = [names.owner_reference(owner)]  # the search's, not the stand-in's name
-    pod_metadata = job["spec"]["template"].setdefault("metadata", {})
-    pod_labels = {k: v for k, v in (pod_metadata.get("labels") or {}).items() if k != names.LABEL_TRIAL_INDEX}
-    pod_metadata["labels"] = {**pod_labels, **labels}  # not a child's pod: the pod watch leaves it alone
     return job
 
 
