@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubenas.spec import MAX_RETRAIN_TOP_K
+
 
 def _typed(type_: str, description: str, **constraints: Any) -> dict:
     return {"type": type_, "description": description, **constraints}
@@ -184,7 +186,8 @@ def _retrain_schema() -> dict:
             "modelPath": _typed("string", "Where its state_dict was saved (spec.retrain.modelDir), if anywhere."),
         },
     )
-    return {"type": "array", "description": "spec.retrain: the retrained children, by rank.", "maxItems": 10,
+    return {"type": "array", "description": "spec.retrain: the retrained children, by rank.",
+            "maxItems": MAX_RETRAIN_TOP_K,
             "items": entry}
 
 

@@ -156,7 +156,7 @@ async def _run_search(
         if outcome is None:
             return
         told = search.counters.succeeded + search.counters.failed
-        cost = meter.finished(ticket.index, result, seconds if cached is None else None)
+        cost = meter.finished(ticket.index, result, seconds)  # a hit's seconds are None: it cost nothing
         observed.cost(gpu_seconds=cost.gpu_seconds, cpu_seconds=cost.cpu_seconds)
         entry = run.append_trial(ticket, outcome, result, seconds=seconds, told=told,
                                  extra={**cost.fields(),
@@ -166,7 +166,8 @@ async def _run_search(
         if cached is not None:
             cache.hit(cached)
             observed.cache_hit(saved_seconds=cached.seconds, saved_gpu_seconds=None)
-        progress.cache_line = cache_line()
+        if spec.cache.enabled:
+            progress.cache_line = cache_line()
         progress.finished(entry, search, running=len(running))
         observed.finished(reason=outcome.reason, reward=outcome.reward if outcome.succeeded else None,
                           duration=seconds, delay=delay)
@@ -276,12 +277,14 @@ async def _run_search(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=usage(), cache=cache)
+    figures = usage()
+    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=figures, cache=cache)
     if retrained is not None:
         write_retrain_summary(run, retrained)
     if phase in ("Succeeded", "Failed"):
         observed.phase(phase)
-    return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=usage(), retrain=retrained, cache=cache)
+    return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=figures, retrain=retrained,
+                       cache=cache)
 
 
 def _write_summaries(

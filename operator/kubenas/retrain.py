@@ -9,11 +9,10 @@ local runner (kubenas.retrain_local) and the operator (kubenas.operator.retrain)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from kubenas import spec as specs
-from kubenas.search import Search
+from kubenas.search import Search, is_fraction
 
 # What the trainer reads (trainer-image/README.md): --evaluate-test and --save-model.
 EVALUATE_TEST_ENV = "KUBENAS_EVALUATE_TEST"
@@ -79,10 +78,6 @@ def retrain_trial(trial: specs.Trial, retrain: specs.Retrain, *, model_path: str
     })
 
 
-def _fraction(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
-
-
 def judge(result: dict) -> Verdict:
     """A retrained child's verdict. It succeeds only with a test accuracy: a trainer
     that ignores KUBENAS_EVALUATE_TEST fails NoTestAccuracy rather than pass unnoticed."""
@@ -92,13 +87,13 @@ def judge(result: dict) -> Verdict:
         return Verdict("Failed", str(result.get("reason") or "Failed"), str(result.get("message") or "")[:1024],
                        None, None)
     accuracies = result.get("validationAccuracy")
-    if not isinstance(accuracies, list) or not accuracies or not all(map(_fraction, accuracies)):
+    if not isinstance(accuracies, list) or not accuracies or not all(map(is_fraction, accuracies)):
         return Verdict("Failed", "MalformedResult", "validationAccuracy is not a list of fractions", None, None)
     test = result.get("testAccuracy")
     if test is None:
         return Verdict("Failed", "NoTestAccuracy", "the result has no testAccuracy: the trainer must honour "
                        f"--evaluate-test (or {EVALUATE_TEST_ENV}=1)", float(accuracies[-1]), None)
-    if not _fraction(test):
+    if not is_fraction(test):
         return Verdict("Failed", "MalformedResult", "testAccuracy is not a fraction", float(accuracies[-1]), None)
     return Verdict("Succeeded", "Succeeded", "", float(accuracies[-1]), float(test))
 

@@ -22,6 +22,12 @@ STATE_VERSION = 1
 TOP_K = 10  # children kept in the summary; all others live in the drivers' records
 
 
+def is_fraction(value: object) -> bool:
+    """A number in [0, 1]: no NaN, infinity, negative or huge value, and no boolean (True is
+    an int in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
 class CheckpointMismatch(ValueError):
     """A checkpoint that cannot continue this spec (another format, space, controller…)."""
 
@@ -158,11 +164,8 @@ class Search:
         if result["status"] == "Failed":
             return 0.0, None, str(result.get("reason") or "Failed")
         accuracies = result.get("validationAccuracy")
-        # Fractions only: no NaN, infinity, negative or huge value, and no booleans
-        # (True is an int in Python) may reach the reward and so the policy.
-        if not isinstance(accuracies, list) or not accuracies or not all(
-            isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0 for a in accuracies
-        ):
+        # Fractions only may reach the reward and so the policy.
+        if not isinstance(accuracies, list) or not accuracies or not all(map(is_fraction, accuracies)):
             return 0.0, None, "MalformedResult"
         return self.spec.reward.of(accuracies), float(max(accuracies)), None
 

@@ -16,6 +16,7 @@ from kubenas import spec as specs
 from kubenas.operator.trainer_defaults import TrainerDefaults
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+AWAITING_ADMISSION = "AwaitingAdmission"  # a queued child's reason
 
 
 def queue_name(trial: specs.Trial, *, defaults: TrainerDefaults | None = None) -> str | None:
@@ -48,5 +49,5 @@ def awaiting_admission(job: dict) -> tuple[str, str] | None:
                       if c.get("type") == "Suspended" and c.get("status") == "True"), None)
     detail = f" ({suspended.get('message')})" if suspended and suspended.get("message") else ""
     if queue:
-        return "AwaitingAdmission", f"the Job waits, suspended, for Kueue to admit it from LocalQueue {queue}{detail}"
+        return AWAITING_ADMISSION, f"the Job waits, suspended, for Kueue to admit it from LocalQueue {queue}{detail}"
     return "JobSuspended", f"the Job is suspended{detail}"

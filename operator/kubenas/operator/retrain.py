@@ -70,18 +70,21 @@ class Retrainer:
         self.defaults = defaults
         self.entries: list[dict] = [e for e in previous or [] if isinstance(e, dict)]  # status.retrain as found
 
+    def _final(self, spec: specs.SearchSpec, search: Search) -> tuple[list[Candidate], dict[tuple, dict]]:
+        """The chosen children, and the entries with a final verdict by (rank, index)."""
+        final = {(e.get("rank"), e.get("index")): e for e in self.entries if e.get("phase") in FINAL}
+        return candidates(search, spec.retrain.top_k), final
+
     def done(self, spec: specs.SearchSpec, search: Search) -> bool:
         """Every chosen child has a final verdict (none chosen: nothing to do)."""
-        chosen = candidates(search, spec.retrain.top_k)
-        final = {(e.get("rank"), e.get("index")) for e in self.entries if e.get("phase") in FINAL}
+        chosen, final = self._final(spec, search)
         return all((c.rank, c.index) in final for c in chosen)
 
     async def step(self, spec: specs.SearchSpec, search: Search) -> bool:
         """Create, adopt and read the retraining Jobs; True when `entries` changed."""
-        if self.done(spec, search):
+        chosen, final = self._final(spec, search)
+        if all((c.rank, c.index) in final for c in chosen):
             return False
-        chosen = candidates(search, spec.retrain.top_k)
-        final = {(e["rank"], e["index"]): e for e in self.entries if e.get("phase") in FINAL}
         jobs = {job["metadata"]["name"]: job for job in await self.client.list(
             names.JOBS, namespace=self.namespace,
             label_selector=f"{names.LABEL_SEARCH}={self.search_name},{names.LABEL_COMPONENT}={COMPONENT}")}

@@ -20,12 +20,13 @@ import time
 
 from kubenas.operator.kube import ApiError, KubeClient
 from kubenas.operator.names import Resource
+from kubenas.operator.queueing import AWAITING_ADMISSION
 
 LIST_EVERY = 5.0
 # Kueue serves v1beta2 from v0.15 (v1beta1 alongside it for a while, before that alone).
 VERSIONS = ("v1beta2", "v1beta1")
 INADMISSIBLE = "Inadmissible"
-AWAITING = "AwaitingAdmission"
+AWAITING = AWAITING_ADMISSION
 
 
 def workloads(version: str) -> Resource:
