@@ -17,7 +17,8 @@ from pathlib import Path
 from time import monotonic
 
 from kubenas import spec as specs
-from kubenas.result_cache import CachedResult, Decision, ResultCache, cache_key, reusable, trial_hash
+from kubenas.result_cache import (CachedResult, Decision, HitCounter, ResultCache, cache_key, refresh_due, reusable,
+                                  trial_hash, waits_for_twins)
 from kubenas.search import Ticket
 
 
@@ -59,12 +60,13 @@ def _parse(line: bytes) -> object:
         return None
 
 
-class LocalCache:
+class LocalCache(HitCounter):
     def __init__(self, *, spec: specs.SearchSpec, name: str, runs_dir: Path, recorded: dict[int, dict]) -> None:
+        super().__init__()
         self.enabled = spec.cache.enabled
         self.name = name
         self.trial = trial_hash(spec.trial)
-        self.wait = spec.trial.kind != "Tabular"  # a lookup costs less than waiting for its twin
+        self.wait = waits_for_twins(spec.trial)
         self.cache = ResultCache()
         self.refresh_seconds = spec.cache.refresh_seconds
         self.others = {other: TrialsTail(runs_dir / other / "trials.jsonl") for other in spec.cache.from_
@@ -80,7 +82,7 @@ class LocalCache:
 
     def refresh_due(self, now: float) -> bool:
         """There are runs to read and `refreshSeconds` have passed since the last read."""
-        return bool(self.others) and (self.read_at is None or now - self.read_at >= self.refresh_seconds)
+        return bool(self.others) and refresh_due(read_at=self.read_at, now=now, every=self.refresh_seconds)
 
     def refresh(self, now: float | None = None) -> None:
         """The other runs' children finished since the last read, if `refreshSeconds` have
@@ -130,8 +132,7 @@ class LocalCache:
         return fields
 
     def hit(self, cached: CachedResult) -> None:
-        self.hits += 1
-        self.saved_seconds += cached.seconds or 0.0
+        self.count(seconds=cached.seconds)
 
     def waiting(self) -> int:
         return self.cache.waiting()

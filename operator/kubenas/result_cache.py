@@ -65,6 +65,31 @@ def gpus_of(trial: specs.Trial) -> float:
         return 0.0  # not a quantity: the schema's business, not the cache's
 
 
+def waits_for_twins(trial: specs.Trial) -> bool:
+    """Whether a child identical to one still running waits for it: not a table child (a
+    lookup costs less than waiting)."""
+    return trial.kind != "Tabular"
+
+
+def refresh_due(*, read_at: float | None, now: float, every: float) -> bool:
+    """spec.cache.from's other searches are read again `every` seconds (never read: now)."""
+    return read_at is None or now - read_at >= every
+
+
+class HitCounter:
+    """A search's cache hits and what they saved (the operator's and local mode's caches)."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.saved_seconds = 0.0
+        self.saved_gpu_seconds = 0.0
+
+    def count(self, *, seconds: float | None, gpu_seconds: float | None = None) -> None:
+        self.hits += 1
+        self.saved_seconds += float(seconds or 0.0)
+        self.saved_gpu_seconds += float(gpu_seconds or 0.0)
+
+
 def reusable(reason: str | None) -> bool:
     """Whether a child's verdict may stand for an identical child: successes only."""
     return reason is None

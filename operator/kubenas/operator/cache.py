@@ -22,7 +22,8 @@ from kubenas import spec as specs
 from kubenas.operator import names, results
 from kubenas.operator.checkpoints import owned_by
 from kubenas.operator.kube import KubeClient
-from kubenas.result_cache import CachedResult, Decision, ResultCache, cache_key, gpus_of, reusable, trial_hash
+from kubenas.result_cache import (CachedResult, Decision, HitCounter, ResultCache, cache_key, gpus_of, refresh_due,
+                                  reusable, trial_hash, waits_for_twins)
 from kubenas.search import Ticket
 
 LABEL_CACHE_KEY = "kubenas.io/cache-key"
@@ -45,15 +46,13 @@ def key_of(trial: dict | None) -> str | None:
     return (((trial or {}).get("metadata") or {}).get("labels") or {}).get(LABEL_CACHE_KEY)
 
 
-class ClusterCache:
+class ClusterCache(HitCounter):
     """One search's result cache, its hit counters, and the trial hash of its spec."""
 
     def __init__(self, *, search: str) -> None:
+        super().__init__()
         self.search = search
         self.cache = ResultCache()
-        self.hits = 0
-        self.saved_seconds = 0.0
-        self.saved_gpu_seconds = 0.0
         self._hashed: tuple[specs.Trial, str] | None = None
         self.trials: dict[int, dict] = {}  # waiting children's NASTrials, to create their Jobs if their source fails
         self.read_at: float | None = None  # when spec.cache.from was last read (monotonic clock)
@@ -95,9 +94,8 @@ class ClusterCache:
     def refresh_due(self, spec: specs.SearchSpec, now: float) -> bool:
         """There are searches to read and `spec.cache.refreshSeconds` have passed since the
         last read (or there was none)."""
-        if not self.sources(spec):
-            return False
-        return self.read_at is None or now - self.read_at >= spec.cache.refresh_seconds
+        return bool(self.sources(spec)) and refresh_due(read_at=self.read_at, now=now,
+                                                        every=spec.cache.refresh_seconds)
 
     async def refresh(self, client: KubeClient, *, namespace: str, spec: specs.SearchSpec,
                       now: float | None = None) -> list[str]:
@@ -138,8 +136,7 @@ class ClusterCache:
     def decide(self, ticket: Ticket, spec: specs.SearchSpec) -> Decision:
         if not spec.cache.enabled:
             return Decision("train")
-        # Table children never wait: a lookup costs less than waiting for its twin.
-        return self.cache.decide(key=self.key(ticket, spec), index=ticket.index, wait=spec.trial.kind != "Tabular")
+        return self.cache.decide(key=self.key(ticket, spec), index=ticket.index, wait=waits_for_twins(spec.trial))
 
     def adopt(self, index: int, key: str | None) -> None:
         """A child found training after a restart: identical children wait for it."""
@@ -156,11 +153,6 @@ class ClusterCache:
                                  gpu_seconds=gpu_seconds)
         released = self.cache.finish(index=index, entry=entry)
         return released, entry
-
-    def count(self, *, seconds: float | None, gpu_seconds: float | None) -> None:
-        self.hits += 1
-        self.saved_seconds += float(seconds or 0.0)
-        self.saved_gpu_seconds += float(gpu_seconds or 0.0)
 
     def status(self) -> dict:
         return {"cacheHits": self.hits, "cacheSavedSeconds": round(self.saved_seconds, 3),
