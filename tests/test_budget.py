@@ -252,3 +252,14 @@ async def test_with_in_flight_expected_a_burst_starts_only_the_children_expected
     driver.meter.usage = Usage.of([Cost(150.0, 0.0), Cost(150.0, 0.0), Cost(150.0, 0.0)])  # 450, 150 per child
     await driver._step()
     assert len(api.created["jobs"]) == 8 + 3  # 450 + 3 × 150 = 900 fits, a fourth would pass 1000
+
+
+def test_a_retried_childs_elapsed_cost_counts_every_attempt_whatever_order_the_watch_brings():
+    meter = metering.SearchMeter()
+    start = metering.results.timestamp("2026-01-01T00:00:00Z")
+    first = pod(gpus=1, started="2026-01-01T00:00:00Z", finished="2026-01-01T00:00:30Z")
+    second = pod(gpus=1, running="2026-01-01T00:01:00Z")
+    first["metadata"]["name"], second["metadata"]["name"] = "child-7-a", "child-7-b"
+    meter.watch_pod(7, second)
+    meter.watch_pod(7, first)  # the failed attempt's pod, seen again (a relist) after the retry's
+    assert meter.elapsed([7], now=start + 100) == [Cost(30.0 + 40.0, 30.0 + 40.0)]

@@ -71,8 +71,9 @@ def recorded_cost(trial: dict) -> Cost | None:
 class SearchMeter:
     def __init__(self) -> None:
         self.usage = Usage()
-        # index -> (reservation, container start, its end once it ended and before the verdict is in)
-        self.running: dict[int, tuple[Resources, float, float | None]] = {}
+        # index -> pod name -> (reservation, container start, its end once it ended and before
+        # the verdict is in): each attempt of a child (a Job's retries) counts
+        self.running: dict[int, dict[str, tuple[Resources, float, float | None]]] = {}
         self.recorded: dict[int, Cost] = {}  # recorded in the NASTrial, not yet told to the engine
 
     def restore(self, trials: Iterable[dict]) -> Cost:
@@ -88,7 +89,8 @@ class SearchMeter:
         start = started(running.get("startedAt") or ended.get("startedAt"))
         if start is not None:  # ended: counted to its end until its verdict is recorded
             end = results.timestamp(ended.get("finishedAt")) if ended else None
-            self.running[index] = (trainer_resources(pod.get("spec")), start, end)
+            self.running.setdefault(index, {})[(pod.get("metadata") or {}).get("name", "")] = (
+                trainer_resources(pod.get("spec")), start, end)
 
     def record(self, index: int, cost: Cost) -> dict:
         """A child's cost, as its verdict is recorded: the fields for its NASTrial."""
@@ -112,8 +114,6 @@ class SearchMeter:
     def elapsed(self, indices: Iterable[int], now: float | None = None) -> list[Cost]:
         """Each child's cost so far (none for one not started): spec.budget.inFlight Expected."""
         now = time.time() if now is None else now
-        costs = []
-        for index in indices:
-            resources, start, end = self.running.get(index, (Resources(), 0.0, 0.0))
-            costs.append(cost_of(resources, (end or now) - start) if index in self.running else Cost())
-        return costs
+        return [sum((cost_of(resources, (end or now) - start)
+                     for resources, start, end in self.running.get(index, {}).values()), Cost())
+                for index in indices]
