@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -50,14 +49,12 @@ class KueueComponent(Component):
 
     def start(self) -> KueueComponent:
         sandbox.prepare_targets(self.mounts)
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
-                start_new_session=True,
-                preexec_fn=lambda: sandbox.enter(mounts=self.mounts, cgroup_procs=None, working_dir=self.working_dir),
-            )
+        super().start()
         return self
+
+    def preexec(self) -> None:
+        super().preexec()
+        sandbox.enter(mounts=self.mounts, cgroup_procs=None, working_dir=self.working_dir)
 
 
 class Kueue:

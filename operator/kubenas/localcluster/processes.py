@@ -42,9 +42,13 @@ class Component:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
-                start_new_session=True, preexec_fn=die_with_parent,
+                start_new_session=True, preexec_fn=self.preexec,
             )
         return self
+
+    def preexec(self) -> None:
+        """In the child, before exec: it dies with us."""
+        die_with_parent()
 
     @property
     def running(self) -> bool:
