@@ -25,7 +25,7 @@ from kubenas.metrics import SearchMetrics
 from kubenas.metrics import serve as serve_metrics
 from kubenas.plot import PlotWorker
 from kubenas.progress import Progress
-from kubenas.retrain_local import retrain_locally, write_retrain_summary
+from kubenas.retrain_local import retrain_fields, retrain_locally
 from kubenas.runs import RunDirectory
 from kubenas.result_cache import CachedResult
 from kubenas.search import Search, Ticket
@@ -278,9 +278,8 @@ async def _run_search(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     figures = usage()
-    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=figures, cache=cache)
-    if retrained is not None:
-        write_retrain_summary(run, retrained)
+    _write_summaries(run, search, name, records=list(recorded.values()), plotter=plotter, usage=figures, cache=cache,
+                     retrained=retrained)
     if phase in ("Succeeded", "Failed"):
         observed.phase(phase)
     return LocalResult(phase=phase, reason=reason, search=search, run=run, usage=figures, retrain=retrained,
@@ -291,8 +290,12 @@ def _write_summaries(
     run: RunDirectory, search: Search, name: str, *, records: list[dict], plotter: PlotWorker,
     usage: dict | None = None,
     cache: LocalCache | None = None,
+    retrained: list[dict] | None = None,
 ) -> None:
     """best.json and reward.png, from the records already in memory (no re-read of trials.jsonl)."""
-    run.write_best(search, usage=usage, extra=cache.summary() if cache is not None and cache.hits else None)
+    extra = cache.summary() if cache is not None and cache.hits else {}
+    if retrained is not None and search.best is not None:
+        extra.update(retrain_fields(retrained, best_index=search.best.index))
+    run.write_best(search, usage=usage, extra=extra)
     if records:
         plotter.plot(records=records, updates=run.updates(), title=f"kubenas search {name}", path=run.plot_file)

@@ -8,14 +8,13 @@ result file is reused); the summary goes into best.json (`test_accuracy`, `retra
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 
 from kubenas import spec as specs
 from kubenas.evaluators import SubprocessEvaluator
 from kubenas.progress import Progress
 from kubenas.retrain import candidates, entry, judge, retrain_trial
-from kubenas.runs import RunDirectory, atomic_write
+from kubenas.runs import RunDirectory
 from kubenas.search import Search, Ticket
 
 MODEL_FILE = "model.pt"
@@ -64,13 +63,9 @@ async def retrain_locally(*, spec: specs.SearchSpec, search: Search, run: RunDir
     return list(everything.result())
 
 
-def write_retrain_summary(run: RunDirectory, entries: list[dict]) -> None:
-    """best.json gains `test_accuracy` (the best child's, retrained) and `retrain`."""
-    if not run.best_file.exists():
-        return
-    document = json.loads(run.best_file.read_text())
-    best = next((e for e in entries if e["index"] == document.get("index")), None)
-    document["test_accuracy"] = None if best is None else best["testAccuracy"]
-    document["model_path"] = None if best is None else best["modelPath"]
-    document["retrain"] = entries
-    atomic_write(run.best_file, (json.dumps(document, indent=2) + "\n").encode())
+def retrain_fields(entries: list[dict], *, best_index: int) -> dict:
+    """best.json's retraining fields: the best child's `test_accuracy` and `model_path`
+    (retrained), and `retrain`, every retrained child."""
+    best = next((e for e in entries if e["index"] == best_index), None)
+    return {"test_accuracy": None if best is None else best["testAccuracy"],
+            "model_path": None if best is None else best["modelPath"], "retrain": entries}
